@@ -1,0 +1,80 @@
+"""What the registry holds, as plain immutable values (no SQL, no web framework)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One immutable, numbered version of a registered model."""
+
+    name: str
+    version: int
+    flavor: str
+    artifact_uri: str
+    sha256: str
+    size_bytes: int
+    creator: str
+    created_at: datetime
+    signature: dict[str, Any] | None = None
+    input_example: list[dict[str, Any]] | list[list[Any]] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    flavor_meta: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def ref(self) -> str:
+        """The pinned reference of this version, e.g. ``fraud:3``."""
+        return f"{self.name}:{self.version}"
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A model name with its description, tags, aliases and newest version number."""
+
+    name: str
+    description: str
+    tags: dict[str, str]
+    latest_version: int
+    created_at: datetime
+    updated_at: datetime
+    aliases: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    """One entry of an alias's history: who moved it, when, from which version to which."""
+
+    model: str
+    alias: str
+    action: str
+    from_version: int | None
+    to_version: int | None
+    actor: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """Everything the store needs to record a version whose artifact is already written and hashed."""
+
+    flavor: str
+    artifact_uri: str
+    sha256: str
+    size_bytes: int
+    creator: str
+    signature: dict[str, Any] | None = None
+    input_example: list[dict[str, Any]] | list[list[Any]] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    flavor_meta: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)
+    description: str = ""

@@ -1,0 +1,321 @@
+"""Model signatures: what a model takes and gives, inferred at registration and enforced at every edge.
+
+A signature is either *columnar* (a DataFrame's column names and dtypes) or a *tensor* (an array's dtype
+and shape). ``Signature.validate`` turns caller data (a DataFrame, a list of records, a dict of columns
+or an array) into exactly what the model was trained on, or raises :class:`~shipyard.errors.SchemaError`
+naming every column, row and value that does not fit.
+
+>>> import pandas as pd
+>>> sig = Signature.infer(pd.DataFrame({"amount": [1.5, 2.0], "merchant_id": [3, 4]}))
+>>> [(c.name, c.dtype) for c in sig.inputs]
+[('amount', 'float64'), ('merchant_id', 'int64')]
+>>> sig.validate([{"amount": "abc", "merchant_id": 1}])
+Traceback (most recent call last):
+...
+shipyard.errors.SchemaError: input does not match the model signature: column 'amount': expected float64, got string 'abc' (row 0)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+import numpy as np
+import pandas as pd
+
+from shipyard.errors import InvalidInput, SchemaError
+
+ModelInput: TypeAlias = "pd.DataFrame | np.ndarray[Any, Any] | Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]] | Sequence[Sequence[Any]]"
+
+_INT_KINDS = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
+_FLOAT_KINDS = {"float16", "float32", "float64"}
+_MAX_SHOWN = 10
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnSpec:
+    """One named input or output column and its dtype (``float64``, ``int64``, ``bool``, ``string``, ...)."""
+
+    name: str
+    dtype: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "dtype": self.dtype}
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """An array input: element dtype and shape, ``None`` for the free (batch) dimension."""
+
+    dtype: str
+    shape: tuple[int | None, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class Signature:
+    """The inputs a model accepts and the outputs it gives.
+
+    Exactly one of ``inputs`` (columnar) and ``tensor`` is set.
+    """
+
+    inputs: tuple[ColumnSpec, ...] = ()
+    tensor: TensorSpec | None = None
+    outputs: tuple[ColumnSpec, ...] = ()
+    _by_name: dict[str, ColumnSpec] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._by_name.update({c.name: c for c in self.inputs})
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def infer(cls, X: Any, y: Any = None) -> Signature:
+        """Infer a signature from training inputs ``X`` and, if given, targets ``y``.
+
+        >>> import numpy as np
+        >>> Signature.infer(np.zeros((5, 3), dtype="float32")).tensor
+        TensorSpec(dtype='float32', shape=(None, 3))
+        """
+        outputs = _infer_outputs(y)
+        if isinstance(X, pd.DataFrame):
+            return cls(inputs=tuple(ColumnSpec(str(c), _dtype_name(X[c])) for c in X.columns), outputs=outputs)
+        if isinstance(X, Mapping):
+            return cls.infer(pd.DataFrame(dict(X)), y)
+        array = np.asarray(X)
+        if array.dtype == object:
+            raise InvalidInput("cannot infer a signature from an array of mixed objects; pass a DataFrame instead")
+        if array.ndim == 1:
+            array = array.reshape(-1, 1)
+        return cls(tensor=TensorSpec(array.dtype.name, (None, *array.shape[1:])), outputs=outputs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form, stored with the model version."""
+        data: dict[str, Any] = {"outputs": [c.to_dict() for c in self.outputs]}
+        if self.tensor is not None:
+            data["tensor"] = self.tensor.to_dict()
+        else:
+            data["inputs"] = [c.to_dict() for c in self.inputs]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Signature:
+        """Rebuild a signature from :meth:`to_dict` output."""
+        tensor = data.get("tensor")
+        return cls(
+            inputs=tuple(ColumnSpec(c["name"], c["dtype"]) for c in data.get("inputs", [])),
+            tensor=TensorSpec(tensor["dtype"], tuple(tensor["shape"])) if tensor else None,
+            outputs=tuple(ColumnSpec(c["name"], c["dtype"]) for c in data.get("outputs", [])),
+        )
+
+    @property
+    def column_names(self) -> list[str]:
+        """Input column names in training order (empty for tensor signatures)."""
+        return [c.name for c in self.inputs]
+
+    # ------------------------------------------------------------------ checking
+    def validate(self, data: Any, *, allow_extra: bool = False) -> pd.DataFrame | np.ndarray[Any, Any]:
+        """Return ``data`` shaped and typed as the model expects, or raise ``SchemaError``.
+
+        Columnar signatures give a DataFrame with the training columns in training order; extra
+        columns are an error unless ``allow_extra`` is true, in which case they are dropped.
+        """
+        if self.tensor is not None:
+            return self._validate_tensor(data)
+        frame = self._to_frame(data)
+        problems: list[str] = []
+        names = set(map(str, frame.columns))
+        for spec in self.inputs:
+            if spec.name not in names:
+                problems.append(f"missing column {spec.name!r}")
+        if not allow_extra:
+            expected = {c.name for c in self.inputs}
+            for extra in (str(c) for c in frame.columns if str(c) not in expected):
+                problems.append(f"unexpected column {extra!r} (pass allow_extra to drop extra columns)")
+        if problems:
+            raise SchemaError(problems)
+        out: dict[str, Any] = {}
+        for spec in self.inputs:
+            converted = _convert_column(frame[spec.name], spec, problems)
+            if converted is not None:
+                out[spec.name] = converted
+            if len(problems) >= _MAX_SHOWN:
+                break
+        if problems:
+            raise SchemaError(problems)
+        return pd.DataFrame(out, index=pd.RangeIndex(len(frame)))
+
+    def _to_frame(self, data: Any) -> pd.DataFrame:
+        if isinstance(data, pd.DataFrame):
+            return data
+        if isinstance(data, Mapping):
+            try:
+                return pd.DataFrame({str(k): list(v) if not np.isscalar(v) else [v] for k, v in data.items()})
+            except ValueError as exc:
+                raise SchemaError([f"columns have different lengths ({exc})"]) from None
+        if isinstance(data, np.ndarray) or (
+            isinstance(data, Sequence) and not isinstance(data, str) and data and not isinstance(data[0], Mapping)
+        ):
+            array = np.asarray(data, dtype=object)
+            if array.ndim != 2 or array.shape[1] != len(self.inputs):
+                raise SchemaError(
+                    [
+                        f"expected rows of {len(self.inputs)} values ({', '.join(self.column_names)}), "
+                        f"got an array of shape {array.shape}"
+                    ]
+                )
+            return pd.DataFrame(array, columns=self.column_names)
+        if isinstance(data, Sequence) and not isinstance(data, str):
+            bad = [i for i, row in enumerate(data) if not isinstance(row, Mapping)]
+            if bad:
+                raise SchemaError([f"row {bad[0]} is not an object of column values"])
+            return pd.DataFrame.from_records(list(data))
+        raise SchemaError([f"expected a table of rows, got {type(data).__name__}"])
+
+    def _validate_tensor(self, data: Any) -> np.ndarray[Any, Any]:
+        assert self.tensor is not None
+        spec = self.tensor
+        if isinstance(data, pd.DataFrame):
+            data = data.to_numpy()
+        try:
+            array = np.asarray(data)
+        except ValueError:
+            raise SchemaError(["rows have different lengths"]) from None
+        width = spec.shape[1:]
+        if array.ndim == len(spec.shape) - 1 and array.shape == tuple(width):
+            array = array.reshape(1, *array.shape)
+        if array.ndim != len(spec.shape) or any(
+            want is not None and got != want for want, got in zip(spec.shape[1:], array.shape[1:], strict=False)
+        ):
+            shape = ", ".join("N" if d is None else str(d) for d in spec.shape)
+            raise SchemaError([f"expected an array of shape ({shape}), got {array.shape}"])
+        target = np.dtype(spec.dtype)
+        if array.dtype == target:
+            return array
+        if array.dtype.kind in "biuf" and target.kind in "fiu" and np.can_cast(array.dtype, target, "same_kind"):
+            return array.astype(target)
+        flat = array.reshape(len(array), -1) if len(array) else array
+        for row_index, row in enumerate(flat):
+            for value in row:
+                problem = _value_problem(value, spec.dtype)
+                if problem:
+                    raise SchemaError([f"expected {spec.dtype}, got {problem} (row {row_index})"])
+        try:
+            return array.astype(target)
+        except (TypeError, ValueError) as exc:
+            raise SchemaError([f"expected {spec.dtype} values: {exc}"]) from None
+
+
+# ---------------------------------------------------------------------- helpers
+def _dtype_name(series: pd.Series) -> str:
+    dtype = series.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        return "category"
+    if pd.api.types.is_bool_dtype(dtype):
+        return "bool"
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "datetime64[ns]"
+    if pd.api.types.is_numeric_dtype(dtype):
+        return np.dtype(dtype).name
+    return "string"
+
+
+def _infer_outputs(y: Any) -> tuple[ColumnSpec, ...]:
+    if y is None:
+        return ()
+    if isinstance(y, pd.DataFrame):
+        return tuple(ColumnSpec(str(c), _dtype_name(y[c])) for c in y.columns)
+    if isinstance(y, pd.Series):
+        return (ColumnSpec(str(y.name) if y.name is not None else "prediction", _dtype_name(y)),)
+    array = np.asarray(y)
+    return (ColumnSpec("prediction", _dtype_name(pd.Series(array.ravel()[:1000]))),)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, str):
+        shown = value if len(value) <= 30 else value[:27] + "..."
+        return f"string {shown!r}"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "null"
+    if isinstance(value, (bool, np.bool_)):
+        return f"bool {bool(value)}"
+    if isinstance(value, (int, np.integer)):
+        return f"int {int(value)}"
+    if isinstance(value, (float, np.floating)):
+        return f"float {float(value)!r}"
+    return f"{type(value).__name__} {value!r}"[:60]
+
+
+def _value_problem(value: Any, dtype: str) -> str | None:
+    """Describe ``value`` if it cannot be a ``dtype`` value, else ``None``."""
+    if dtype in _FLOAT_KINDS:
+        if value is None:
+            return None
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            return _describe(value)
+        return None
+    if dtype in _INT_KINDS:
+        if isinstance(value, (bool, np.bool_)) or value is None:
+            return _describe(value)
+        if isinstance(value, (int, np.integer)):
+            info = np.iinfo(np.dtype(dtype))
+            return None if info.min <= int(value) <= info.max else f"{_describe(value)} out of range"
+        if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+            return None
+        return _describe(value)
+    if dtype == "bool":
+        return None if isinstance(value, (bool, np.bool_)) else _describe(value)
+    if dtype in ("string", "category"):
+        if value is None or isinstance(value, str) or (isinstance(value, float) and math.isnan(value)):
+            return None
+        return _describe(value)
+    return None
+
+
+def _convert_column(series: pd.Series, spec: ColumnSpec, problems: list[str]) -> Any:
+    """Convert one column to ``spec.dtype``; append a message per bad value (bounded) on failure."""
+    dtype = spec.dtype
+    kind = series.dtype
+    # Fast paths: the column already has a compatible dtype.
+    if dtype in _FLOAT_KINDS and (pd.api.types.is_float_dtype(kind) or pd.api.types.is_integer_dtype(kind)):
+        if not pd.api.types.is_bool_dtype(kind):
+            return series.to_numpy(dtype=dtype, na_value=np.nan)
+    if dtype in _INT_KINDS and pd.api.types.is_integer_dtype(kind) and not series.hasnans:
+        values = series.to_numpy()
+        info = np.iinfo(np.dtype(dtype))
+        if len(values) == 0 or (values.min() >= info.min and values.max() <= info.max):
+            return values.astype(dtype)
+    if dtype == "bool" and pd.api.types.is_bool_dtype(kind) and not series.hasnans:
+        return series.to_numpy(dtype=bool)
+    if dtype == "datetime64[ns]":
+        try:
+            return pd.to_datetime(series).to_numpy()
+        except (ValueError, TypeError):
+            problems.append(f"column {spec.name!r}: expected a date-time, got values that do not parse as one")
+            return None
+    if dtype in ("string", "category") and (
+        pd.api.types.is_string_dtype(kind) or isinstance(kind, pd.CategoricalDtype)
+    ):
+        values = series.to_numpy(dtype=object)
+        bad = [i for i, v in enumerate(values) if _value_problem(v, dtype)]
+        if not bad:
+            return values
+    # Slow path: look at every value and name the bad ones.
+    values = series.to_numpy(dtype=object)
+    before = len(problems)
+    for row, value in enumerate(values):
+        problem = _value_problem(value, dtype)
+        if problem:
+            problems.append(f"column {spec.name!r}: expected {dtype}, got {problem} (row {row})")
+            if len(problems) - before >= 3 or len(problems) >= _MAX_SHOWN:
+                break
+    if len(problems) > before:
+        return None
+    if dtype in ("string", "category"):
+        return values
+    if dtype == "bool":
+        return values.astype(bool)
+    return np.array([np.nan if v is None else v for v in values], dtype=dtype)
