@@ -6,9 +6,11 @@ metadata store and the artifact store, which know nothing of each other.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -92,13 +94,24 @@ class ModelService:
         clean_params = _json_safe(dict(params or {}))
         if not clean_params and hasattr(model, "get_params") and chosen.name == "sklearn":
             clean_params = _estimator_params(model)
-        dumped = chosen.dump(model, trusted_types=(*self.trusted_types, *trusted_types))
+        trusted = (*self.trusted_types, *trusted_types)
+        dumped = chosen.dump(model, trusted_types=trusted)
         suffix = chosen.suffixes[0] if chosen.suffixes else f".{chosen.name}"
-        uri = self.artifacts.put(name, dumped.data, suffix)
+        # Write the artifact while it is hashed and inspected: the disk, not the checks, sets the pace.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shipyard-artifact") as pool:
+            writing = pool.submit(self.artifacts.put, name, dumped.data, suffix)
+            try:
+                digest = sha256_hex(dumped.data)
+                meta = {**dumped.meta, **chosen.inspect(dumped.data, trusted_types=trusted)}
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.artifacts.delete(writing.result())
+                raise
+            uri = writing.result()
         new = NewVersion(
             flavor=chosen.name,
             artifact_uri=uri,
-            sha256=sha256_hex(dumped.data),
+            sha256=digest,
             size_bytes=len(dumped.data),
             creator=self.user,
             signature=signature.to_dict() if signature else None,
@@ -106,7 +119,7 @@ class ModelService:
             metrics=clean_metrics,
             params=clean_params,
             tags=clean_tags,
-            flavor_meta=_json_safe(dumped.meta),
+            flavor_meta=_json_safe(meta),
             environment=_environment(chosen),
             description=description,
         )

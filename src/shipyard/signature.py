@@ -182,6 +182,8 @@ class Signature:
             data = data.to_numpy()
         try:
             array = np.asarray(data)
+            if array.dtype.kind in "USO" and np.dtype(spec.dtype).kind != array.dtype.kind:
+                array = np.asarray(data, dtype=object)  # keep each value's own type to name the bad one
         except ValueError:
             raise SchemaError(["rows have different lengths"]) from None
         width = spec.shape[1:]
@@ -236,7 +238,7 @@ def _infer_outputs(y: Any) -> tuple[ColumnSpec, ...]:
 
 def _describe(value: Any) -> str:
     if isinstance(value, str):
-        shown = value if len(value) <= 30 else value[:27] + "..."
+        shown = str(value) if len(value) <= 30 else str(value)[:27] + "..."
         return f"string {shown!r}"
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "null"

@@ -8,6 +8,7 @@ that another flavor wrote (``check_format``), and imports its library only when 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 from abc import ABC, abstractmethod
@@ -93,6 +94,14 @@ class Flavor(ABC):
     def dump(self, model: Any, *, trusted_types: Sequence[str] = ()) -> Dumped:
         """Serialise ``model`` to artifact bytes."""
 
+    def inspect(self, data: bytes, *, trusted_types: Sequence[str] = ()) -> dict[str, Any]:
+        """Check freshly dumped bytes before they are registered; return metadata to store with them.
+
+        Runs while the artifact is being written, so slow checks here cost no extra time. The default
+        finds nothing to add.
+        """
+        return {}
+
     @abstractmethod
     def check_format(self, data: bytes) -> None:
         """Raise :class:`FlavorMismatch` unless ``data`` looks like this flavor's artifact."""
@@ -107,13 +116,7 @@ class Flavor(ABC):
 
     def library_versions(self) -> dict[str, str]:
         """Versions of the libraries this flavor depends on, recorded with each version."""
-        versions: dict[str, str] = {}
-        for dist in self.modules:
-            try:
-                versions[dist] = importlib.metadata.version(dist)
-            except importlib.metadata.PackageNotFoundError:
-                continue
-        return versions
+        return dict(_installed_versions(self.modules))
 
     # helpers for subclasses
     def _import(self, module: str, package: str | None = None) -> ModuleType:
@@ -126,6 +129,17 @@ class Flavor(ABC):
         return FlavorMismatch(
             f"the artifact is not a {self.name} model ({found}); it was written by another flavor or is damaged"
         )
+
+
+@functools.cache
+def _installed_versions(distributions: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    found = []
+    for dist in distributions:
+        try:
+            found.append((dist, importlib.metadata.version(dist)))
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return tuple(found)
 
 
 def class_path(obj: object) -> str:

@@ -153,7 +153,9 @@ class OnnxModel(LoadedModel):
                 feed[node.name] = _cast(frame[[node.name]].to_numpy(), node.type, node.name)
             return feed
         assert array is not None
-        widths = [node.shape[1] if len(node.shape) > 1 and isinstance(node.shape[1], int) else 1 for node in self._inputs]
+        widths = [
+            node.shape[1] if len(node.shape) > 1 and isinstance(node.shape[1], int) else 1 for node in self._inputs
+        ]
         if sum(widths) != array.shape[1]:
             raise SchemaError([f"expected {sum(widths)} columns (one per ONNX input), got {array.shape[1]}"])
         start = 0

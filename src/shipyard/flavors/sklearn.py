@@ -57,8 +57,8 @@ class SklearnFlavor(Flavor):
 
     >>> from sklearn.linear_model import LinearRegression
     >>> flavor = SklearnFlavor()
-    >>> dumped = flavor.dump(LinearRegression().fit([[0.0], [1.0]], [0.0, 2.0]))
-    >>> flavor.load(dumped.data, dumped.meta).predict(np.array([[2.0]])).round(3).tolist()
+    >>> data = flavor.dump(LinearRegression().fit([[0.0], [1.0]], [0.0, 2.0])).data
+    >>> flavor.load(data, flavor.inspect(data)).predict(np.array([[2.0]])).round(3).tolist()
     [4.0]
     """
 
@@ -72,12 +72,16 @@ class SklearnFlavor(Flavor):
 
     def dump(self, model: Any, *, trusted_types: Sequence[str] = ()) -> Dumped:
         sio = self._import("skops.io", "skops")
-        data: bytes = sio.dumps(model)
+        return Dumped(data=sio.dumps(model))
+
+    def inspect(self, data: bytes, *, trusted_types: Sequence[str] = ()) -> dict[str, Any]:
+        """Record the types skops must be told to trust, refusing any outside the trusted list."""
+        sio = self._import("skops.io", "skops")
         types = sorted(sio.get_untrusted_types(data=data))
         refused = untrusted(types, trusted_types)
         if refused:
             raise UntrustedTypes(refused, "the model")
-        return Dumped(data=data, meta={"types": types})
+        return {"types": types}
 
     def check_format(self, data: bytes) -> None:
         if not data.startswith(b"PK\x03\x04"):

@@ -1,0 +1,219 @@
+"""``shipyard models ...``: list, show and register models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from shipyard.cli.common import get_service, parse_metrics, parse_pairs
+from shipyard.cli.output import cell, console, joined, pairs, say, size, table, when
+from shipyard.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from shipyard.registry import ModelVersion
+
+SHA_SHOWN = 12
+
+app = typer.Typer(
+    help="List, inspect and register models.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.command("list")
+def list_models() -> None:
+    """List every registered model with its latest version and aliases."""
+    registered = get_service().list_models()
+    out = console()
+    if not registered:
+        say("No models registered yet. Try 'shipyard demo', or 'shipyard models register FILE --name NAME'.")
+        return
+    result = table("Name", "Latest", "Aliases", "Updated")
+    for model in registered:
+        result.add_row(
+            cell(model.name),
+            cell(model.latest_version),
+            cell(pairs(model.aliases, sep="→")),
+            cell(when(model.updated_at)),
+        )
+    out.print(result)
+
+
+def versions_table(versions: list[ModelVersion], title: str | None = None) -> Table:
+    """A table of versions: flavor, when, who, hash prefix, size, metrics and aliases."""
+    result = table("Version", "Flavor", "Created", "Creator", "SHA-256", "Size", "Metrics", "Aliases", title=title)
+    for mv in versions:
+        result.add_row(
+            cell(mv.version),
+            cell(mv.flavor),
+            cell(when(mv.created_at)),
+            cell(mv.creator),
+            cell(mv.sha256[:SHA_SHOWN]),
+            cell(size(mv.size_bytes)),
+            cell(pairs(mv.metrics)),
+            cell(joined(mv.aliases)),
+        )
+    return result
+
+
+def signature_tables(mv: ModelVersion) -> list[Table | str]:
+    """The input (and output) columns a version's signature declares, or a note that it has none."""
+    signature: dict[str, Any] | None = mv.signature
+    if not signature:
+        return [f"{mv.ref} has no signature: its input is not checked. Register it with an example to add one."]
+    shown: list[Table | str] = []
+    tensor = signature.get("tensor")
+    if tensor:
+        shape = ", ".join("N" if d is None else str(d) for d in tensor.get("shape", []))
+        shown.append(f"Signature of {mv.ref}: array of {tensor.get('dtype')} with shape ({shape})")
+    else:
+        inputs = table("Column", "Type", title=f"Inputs of {mv.ref}")
+        for column in signature.get("inputs", []):
+            inputs.add_row(cell(column.get("name")), cell(column.get("dtype")))
+        shown.append(inputs)
+    outputs = signature.get("outputs") or []
+    if outputs:
+        result = table("Column", "Type", title=f"Outputs of {mv.ref}")
+        for column in outputs:
+            result.add_row(cell(column.get("name")), cell(column.get("dtype")))
+        shown.append(result)
+    return shown
+
+
+@app.command("show")
+def show(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name, e.g. fraud.")],
+    version: Annotated[
+        int | None,
+        typer.Option(
+            "--version", "-v", min=1, metavar="N", help="Show the signature of this version (default: the newest)."
+        ),
+    ] = None,
+) -> None:
+    """Show a model: its details, every version, and the signature of the newest (or --version N)."""
+    from shipyard.types import ModelRef
+
+    service = get_service()
+    model = service.get_model(name)
+    versions = service.list_versions(name)
+    chosen: ModelVersion | None = versions[0] if versions else None
+    if version is not None:
+        chosen = service.resolve(ModelRef(name, version=version))
+
+    out = console()
+    details = table("Field", "Value", title=f"Model {model.name}")
+    details.add_row(cell("description"), cell(model.description))
+    details.add_row(cell("latest version"), cell(model.latest_version))
+    details.add_row(cell("aliases"), cell(pairs(model.aliases, sep="→")))
+    details.add_row(cell("tags"), cell(pairs(model.tags)))
+    details.add_row(cell("created"), cell(when(model.created_at)))
+    details.add_row(cell("updated"), cell(when(model.updated_at)))
+    if chosen is not None:
+        details.add_row(cell(f"v{chosen.version} description"), cell(chosen.description))
+        details.add_row(cell(f"v{chosen.version} tags"), cell(pairs(chosen.tags)))
+        details.add_row(cell(f"v{chosen.version} sha256"), cell(chosen.sha256))
+    out.print(details)
+    out.print(versions_table(versions, title="Versions"))
+    if chosen is not None:
+        for part in signature_tables(chosen):
+            if isinstance(part, str):
+                say(part)
+            else:
+                out.print(part)
+
+
+@app.command("versions")
+def versions(name: Annotated[str, typer.Argument(metavar="NAME", help="Model name, e.g. fraud.")]) -> None:
+    """List every version of a model, newest first."""
+    console().print(versions_table(get_service().list_versions(name), title=f"Versions of {name}"))
+
+
+@app.command("register")
+def register(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE",
+            help="Model file: .skops, .onnx, .ubj (XGBoost), .lgb (LightGBM); .pkl/.joblib with --trust.",
+        ),
+    ],
+    name: Annotated[str, typer.Option("--name", "-n", metavar="NAME", help="Model name: a-z, 0-9, '.', '_', '-'.")],
+    example: Annotated[
+        Path,
+        typer.Option(
+            "--example",
+            "-e",
+            metavar="DATA",
+            help="CSV or Parquet of input rows; gives the signature every prediction is checked against.",
+        ),
+    ],
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--target",
+            "-t",
+            metavar="COLUMN",
+            help="Column of --example holding the target: dropped from X, used as y.",
+        ),
+    ] = None,
+    trust: Annotated[
+        bool, typer.Option("--trust", help="Accept a pickle/joblib file (it runs code when read: only your own files).")
+    ] = False,
+    trust_type: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trust-type",
+            metavar="TYPE",
+            help="Extra type the skops file may contain, e.g. mylib.Scaler (repeatable).",
+        ),
+    ] = None,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option("--metric", "-m", metavar="KEY=NUMBER", help="KEY=NUMBER recorded with the version (repeatable)."),
+    ] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", metavar="KEY=VALUE", help="KEY=VALUE recorded with the version (repeatable)."),
+    ] = None,
+    description: Annotated[str, typer.Option("--description", "-d", metavar="TEXT", help="What this version is.")] = "",
+) -> None:
+    """Register a model file as the next version of NAME, with the signature of --example."""
+    from shipyard.cli.files import read_table
+
+    metrics = parse_metrics(metric or [])
+    tags = parse_pairs(tag or [], "--tag")
+    if not file.exists():
+        raise InvalidInput(f"model file {file} does not exist")
+    if file.is_dir():
+        raise InvalidInput(f"model file {file} is a folder; give the saved model file")
+    frame = read_table(example, "example file")
+    y = None
+    if target is not None:
+        if target not in frame.columns:
+            raise InvalidInput(
+                f"--target {target!r} is not a column of {example.name}; its columns are: "
+                f"{', '.join(map(str, frame.columns))}"
+            )
+        y = frame[target]
+        frame = frame.drop(columns=[target])
+    if frame.shape[1] == 0:
+        raise InvalidInput(f"{example.name} has no input columns left to build a signature from")
+
+    mv = get_service().register_file(
+        file,
+        name,
+        example=frame,
+        trust=trust,
+        trusted_types=tuple(trust_type or ()),
+        y=y,
+        metrics=metrics,
+        tags=tags,
+        description=description,
+    )
+    say(f"Registered {mv.ref} ({mv.flavor}, {size(mv.size_bytes)}) sha256 {mv.sha256}")
+    say(f"Next: shipyard alias set {mv.name} production {mv.version}")
