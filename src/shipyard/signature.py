@@ -12,7 +12,7 @@ naming every column, row and value that does not fit.
 >>> sig.validate([{"amount": "abc", "merchant_id": 1}])
 Traceback (most recent call last):
 ...
-shipyard.errors.SchemaError: input does not match the model signature: column 'amount': expected float64, got string 'abc' (row 0)
+shipyard.errors.SchemaError: ... column 'amount': expected float64, got string 'abc' (row 0)
 """
 
 from __future__ import annotations
@@ -20,14 +20,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from shipyard.errors import InvalidInput, SchemaError
-
-ModelInput: TypeAlias = "pd.DataFrame | np.ndarray[Any, Any] | Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]] | Sequence[Sequence[Any]]"
 
 _INT_KINDS = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
 _FLOAT_KINDS = {"float16", "float32", "float64"}
@@ -221,7 +219,7 @@ def _dtype_name(series: pd.Series) -> str:
     if pd.api.types.is_datetime64_any_dtype(dtype):
         return "datetime64[ns]"
     if pd.api.types.is_numeric_dtype(dtype):
-        return np.dtype(dtype).name
+        return str(np.dtype(str(dtype)).name)
     return "string"
 
 
@@ -282,9 +280,9 @@ def _convert_column(series: pd.Series, spec: ColumnSpec, problems: list[str]) ->
     dtype = spec.dtype
     kind = series.dtype
     # Fast paths: the column already has a compatible dtype.
-    if dtype in _FLOAT_KINDS and (pd.api.types.is_float_dtype(kind) or pd.api.types.is_integer_dtype(kind)):
-        if not pd.api.types.is_bool_dtype(kind):
-            return series.to_numpy(dtype=dtype, na_value=np.nan)
+    numeric = pd.api.types.is_float_dtype(kind) or pd.api.types.is_integer_dtype(kind)
+    if dtype in _FLOAT_KINDS and numeric and not pd.api.types.is_bool_dtype(kind):
+        return series.to_numpy(dtype=dtype, na_value=np.nan)
     if dtype in _INT_KINDS and pd.api.types.is_integer_dtype(kind) and not series.hasnans:
         values = series.to_numpy()
         info = np.iinfo(np.dtype(dtype))

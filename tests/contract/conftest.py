@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pytest
 import pandas as pd
+import pytest
 from sklearn.datasets import make_classification
 
 

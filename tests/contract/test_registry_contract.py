@@ -39,8 +39,12 @@ def test_round_trip_gives_identical_predictions(service: shipyard.ModelService, 
     assert (mv.name, mv.version, mv.flavor) == ("fraud", 1, case.flavor)
     assert mv.sha256 == __import__("hashlib").sha256(_artifact_path(mv).read_bytes()).hexdigest()
     assert mv.size_bytes == _artifact_path(mv).stat().st_size
-    assert mv.metrics == {"auc": 0.9} and mv.tags == {"team": "risk"} and mv.creator == "tester"
-    assert mv.signature is not None and mv.input_example is not None and len(mv.input_example) == 5
+    assert mv.metrics == {"auc": 0.9}
+    assert mv.tags == {"team": "risk"}
+    assert mv.creator == "tester"
+    assert mv.signature is not None
+    assert mv.input_example is not None
+    assert len(mv.input_example) == 5
     assert "python" in mv.environment
 
     model = service.load("fraud:1")
@@ -95,7 +99,8 @@ def test_eight_processes_registering_at_once_get_distinct_gap_free_versions(back
     ]
     try:
         for proc in procs:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready", proc.stderr
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready", proc.stderr
         for proc in procs:
             assert proc.stdin is not None
             proc.stdin.write("go\n")
@@ -174,7 +179,9 @@ def test_tampered_artifact_is_refused_naming_version_and_both_hashes(service: sh
         service.load("fraud:1")
     message = str(caught.value)
     actual = __import__("hashlib").sha256(path.read_bytes()).hexdigest()
-    assert "fraud:1" in message and mv.sha256 in message and actual in message
+    assert "fraud:1" in message
+    assert mv.sha256 in message
+    assert actual in message
     assert caught.value.status == 403
 
 
@@ -221,7 +228,8 @@ def test_pickle_files_are_refused_without_trust(service: shipyard.ModelService, 
     with pytest.raises(ModelNotFound):
         service.get_model("fraud")
     mv = service.register_file(path, "fraud", trust=True, example=[[0.0], [1.0]])
-    assert mv.flavor == "sklearn" and _artifact_path(mv).suffix == ".skops"  # stored again, safely
+    assert mv.flavor == "sklearn"
+    assert _artifact_path(mv).suffix == ".skops"
     assert service.load("fraud").predict([[1.0]]).round(6).tolist() == [2.0]
 
 
@@ -284,7 +292,8 @@ def test_failed_registration_leaves_no_half_entry_and_no_gap(service: shipyard.M
     stored = sorted((home / "artifacts" / "fraud").glob("*/model.skops"))
     assert len(stored) == 1  # the failed version's artifact was removed
     with service.store._engine.begin() as conn:
-        conn.exec_driver_sql("DROP TRIGGER refuse" + (" ON model_versions" if service.store.dialect != "sqlite" else ""))
+        on_table = "" if service.store.dialect == "sqlite" else " ON model_versions"
+        conn.exec_driver_sql("DROP TRIGGER refuse" + on_table)
     assert service.register(_line(3.0), "fraud").version == 2
 
 
@@ -299,3 +308,40 @@ def test_artifacts_can_live_in_any_fsspec_location(backend: str, monkeypatch: py
     fs.pipe_file(path, b"swapped")
     with pytest.raises(IntegrityError):
         shipyard.load("fraud")
+
+
+KILLED_SCRIPT = textwrap.dedent(
+    """
+    import numpy as np
+    import shipyard
+    from sklearn.ensemble import RandomForestRegressor
+    X = np.random.default_rng(0).normal(size=(2000, 5))
+    model = RandomForestRegressor(n_estimators=30, random_state=0, n_jobs=1).fit(X, X[:, 0])
+    service = shipyard.connect()
+    while True:
+        print(service.register(model, "fraud", X=X[:10]).version, flush=True)
+    """
+)
+
+
+@pytest.mark.slow
+def test_process_killed_while_registering_leaves_a_consistent_registry(backend: str, home: Path) -> None:
+    import signal
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_SCRIPT], stdout=subprocess.PIPE, text=True, env=os.environ.copy()
+    )
+    assert proc.stdout is not None
+    seen = [int(proc.stdout.readline()) for _ in range(3)]  # it is now in the middle of another registration
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    proc.stdout.close()
+    assert seen == [1, 2, 3]
+
+    versions = shipyard.list_versions("fraud")
+    numbers = sorted(v.version for v in versions)
+    assert numbers == list(range(1, len(numbers) + 1))
+    assert shipyard.get_model("fraud").latest_version == len(numbers)
+    for version in versions:  # every visible version is complete and loads
+        assert shipyard.load(version.ref).predict([[0.0] * 5]).shape == (1,)
+    assert shipyard.register(_line(1.0), "fraud").version == len(numbers) + 1

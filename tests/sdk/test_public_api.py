@@ -80,9 +80,11 @@ def test_readme_flow(home: Path, fraud_data: tuple[pd.DataFrame, pd.Series]) -> 
     assert (move.from_version, move.to_version) == (2, 1)
     assert shipyard.load("fraud").version == 1
     info = shipyard.get_model("fraud")
-    assert info.aliases == {"production": 1} and info.latest_version == 2
+    assert info.aliases == {"production": 1}
+    assert info.latest_version == 2
     stored = shipyard.list_versions("fraud")[-1]
-    assert stored.metrics == {"auc": 0.97} and stored.tags == {"team": "risk"}
+    assert stored.metrics == {"auc": 0.97}
+    assert stored.tags == {"team": "risk"}
     assert stored.signature == {
         "inputs": [
             {"name": "amount", "dtype": "float64"},
@@ -130,7 +132,8 @@ def test_tensor_signature_checks_shape_and_type(home: Path) -> None:
     y = (X[:, 0] > 0).astype(int)
     shipyard.register(LogisticRegression().fit(X, y), name="arr", X=X, y=y)
     model = shipyard.load("arr")
-    assert model.signature is not None and model.signature.tensor is not None
+    assert model.signature is not None
+    assert model.signature.tensor is not None
     assert model.signature.tensor.shape == (None, 3)
     assert model.predict(X[:4]).tolist() == LogisticRegression().fit(X, y).predict(X[:4]).tolist()
     with pytest.raises(SchemaError, match=r"expected an array of shape \(N, 3\), got \(2, 2\)"):

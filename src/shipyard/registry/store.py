@@ -119,7 +119,12 @@ class MetadataStore:
 
     # ------------------------------------------------------------------ versions
     def add_version(
-        self, name: str, new: NewVersion, *, model_description: str | None = None, model_tags: dict[str, str] | None = None
+        self,
+        name: str,
+        new: NewVersion,
+        *,
+        model_description: str | None = None,
+        model_tags: dict[str, str] | None = None,
     ) -> ModelVersion:
         """Record a version whose artifact is already stored; creates the model on first use.
 
