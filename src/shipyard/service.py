@@ -97,17 +97,17 @@ class ModelService:
         trusted = (*self.trusted_types, *trusted_types)
         dumped = chosen.dump(model, trusted_types=trusted)
         suffix = chosen.suffixes[0] if chosen.suffixes else f".{chosen.name}"
-        # Write the artifact while it is hashed and inspected: the disk, not the checks, sets the pace.
+        # Write and hash in a worker while this thread inspects: file I/O and hashlib release the GIL.
+        data = dumped.data
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shipyard-artifact") as pool:
-            writing = pool.submit(self.artifacts.put, name, dumped.data, suffix)
+            writing = pool.submit(lambda: (self.artifacts.put(name, data, suffix), sha256_hex(data)))
             try:
-                digest = sha256_hex(dumped.data)
-                meta = {**dumped.meta, **chosen.inspect(dumped.data, trusted_types=trusted)}
+                meta = {**dumped.meta, **chosen.inspect(data, trusted_types=trusted)}
             except BaseException:
                 with contextlib.suppress(Exception):
-                    self.artifacts.delete(writing.result())
+                    self.artifacts.delete(writing.result()[0])
                 raise
-            uri = writing.result()
+            uri, digest = writing.result()
         new = NewVersion(
             flavor=chosen.name,
             artifact_uri=uri,

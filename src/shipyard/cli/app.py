@@ -16,9 +16,12 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from shipyard.cli import aliases, models, predict
-from shipyard.cli import demo as demo_command
+from shipyard.cli.aliases import app as alias_app
+from shipyard.cli.aliases import rollback
+from shipyard.cli.demo import demo
+from shipyard.cli.models import app as models_app
 from shipyard.cli.output import print_error
+from shipyard.cli.predict import predict
 from shipyard.errors import ShipyardError
 
 DEBUG_ENV = "SHIPYARD_DEBUG"
@@ -34,11 +37,11 @@ app = typer.Typer(
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.add_typer(models.app, name="models")
-app.add_typer(aliases.app, name="alias")
-app.command("rollback")(aliases.rollback)
-app.command("predict")(predict.predict)
-app.command("demo")(demo_command.demo)
+app.add_typer(models_app, name="models")
+app.add_typer(alias_app, name="alias")
+app.command("rollback")(rollback)
+app.command("predict")(predict)
+app.command("demo")(demo)
 
 
 def _show_version(value: bool) -> None:

@@ -38,7 +38,7 @@ def list_models() -> None:
         result.add_row(
             cell(model.name),
             cell(model.latest_version),
-            cell(pairs(model.aliases, sep="→")),
+            cell(pairs(model.aliases)),
             cell(when(model.updated_at)),
         )
     out.print(result)
@@ -109,7 +109,7 @@ def show(
     details = table("Field", "Value", title=f"Model {model.name}")
     details.add_row(cell("description"), cell(model.description))
     details.add_row(cell("latest version"), cell(model.latest_version))
-    details.add_row(cell("aliases"), cell(pairs(model.aliases, sep="→")))
+    details.add_row(cell("aliases"), cell(pairs(model.aliases)))
     details.add_row(cell("tags"), cell(pairs(model.tags)))
     details.add_row(cell("created"), cell(when(model.created_at)))
     details.add_row(cell("updated"), cell(when(model.updated_at)))

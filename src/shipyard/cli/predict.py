@@ -139,7 +139,7 @@ def _score_file(
                 )
                 writer.write(frame)
                 scored += len(chunk)
-                progress.update(task, completed=scored, total=max(total or 0, scored) if total is not None else None)
+                progress.update(task, completed=scored, total=max(total, scored))
         writer.commit()
     except BaseException:
         writer.abort()
@@ -211,7 +211,7 @@ def _shift_rows(problem: str, offset: int) -> str:
 
 
 # ---------------------------------------------------------------------- reading
-def _estimate_rows(path: Path, fmt: Format) -> int | None:
+def _estimate_rows(path: Path, fmt: Format) -> int:
     """Rows in the input for the progress bar: exact for Parquet, newline count for CSV."""
     with reading(path, fmt):
         if fmt == "parquet":

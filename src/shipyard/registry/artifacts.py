@@ -9,6 +9,8 @@ from pathlib import Path
 
 from shipyard.errors import IntegrityError, NotFound, StorageError
 
+_CHUNK = 1 << 20
+
 
 def sha256_hex(data: bytes) -> str:
     """Hex SHA-256 of ``data``.
@@ -45,8 +47,11 @@ class ArtifactStore:
             if self._local:
                 path = Path(self._base) / key
                 path.parent.mkdir(parents=True, exist_ok=True)
+                view = memoryview(data)
                 with open(path, "xb") as handle:
-                    handle.write(data)
+                    # Chunked writes: one huge write() is several times slower on common kernels.
+                    for start in range(0, len(view), _CHUNK):
+                        handle.write(view[start : start + _CHUNK])
                     handle.flush()
                     os.fsync(handle.fileno())
                 return path.resolve().as_uri()

@@ -168,7 +168,24 @@ class MetadataStore:
                     created_at=now,
                 )
             )
-        return self.get_version(name, number)
+        return ModelVersion(
+            name=name,
+            version=number,
+            flavor=new.flavor,
+            artifact_uri=new.artifact_uri,
+            sha256=new.sha256,
+            size_bytes=new.size_bytes,
+            creator=new.creator,
+            created_at=now,
+            signature=new.signature,
+            input_example=new.input_example,
+            metrics=dict(new.metrics),
+            params=dict(new.params),
+            tags=dict(new.tags),
+            flavor_meta=dict(new.flavor_meta),
+            environment=dict(new.environment),
+            description=new.description,
+        )
 
     def _get_or_create_model(self, conn: Connection, name: str, now: datetime) -> int:
         existing = conn.execute(select(models.c.id).where(models.c.name == name)).scalar()
@@ -383,7 +400,10 @@ def _make_engine(url: str) -> Engine:
         dbapi_connection.isolation_level = None  # let SQLAlchemy's "begin" event issue BEGIN itself
         cursor = dbapi_connection.cursor()
         if database and database != ":memory:":
+            # WAL with synchronous=NORMAL: never corrupts, and a power cut can lose only the newest commits,
+            # whose artifacts were fsynced first, so the registry never points at a missing file.
             cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=60000")
         cursor.close()
