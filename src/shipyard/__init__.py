@@ -15,18 +15,43 @@ and an artifact folder in ``~/.shipyard``); :func:`connect` gives a service on o
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shipyard.config import Settings
-from shipyard.errors import ShipyardError
-from shipyard.registry import AliasMove, ModelVersion, RegisteredModel
-from shipyard.scoring import Model
-from shipyard.service import ModelService
-from shipyard.signature import Signature
-from shipyard.types import ModelRef
+if TYPE_CHECKING:
+    from shipyard.config import Settings
+    from shipyard.errors import ShipyardError
+    from shipyard.registry import AliasMove, ModelVersion, RegisteredModel
+    from shipyard.scoring import Model
+    from shipyard.service import ModelService
+    from shipyard.signature import Signature
+    from shipyard.types import ModelRef
+
+# Names re-exported lazily, so that ``import shipyard`` (and every CLI start) stays cheap.
+_LAZY = {
+    "AliasMove": "shipyard.registry",
+    "Model": "shipyard.scoring",
+    "ModelRef": "shipyard.types",
+    "ModelService": "shipyard.service",
+    "ModelVersion": "shipyard.registry",
+    "RegisteredModel": "shipyard.registry",
+    "Settings": "shipyard.config",
+    "ShipyardError": "shipyard.errors",
+    "Signature": "shipyard.signature",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'shipyard' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 
@@ -62,6 +87,7 @@ _services_lock = threading.Lock()
 def connect(settings: Settings | None = None) -> ModelService:
     """A :class:`ModelService` for ``settings`` (default: read from the environment), reused per settings."""
     from shipyard.app import build_service
+    from shipyard.config import Settings
 
     settings = settings or Settings()
     key = (

@@ -135,9 +135,10 @@ class Conflict(ShipyardError):
 class NothingToRollBack(Conflict):
     """An alias has no earlier target to go back to."""
 
-    def __init__(self, name: str, alias: str) -> None:
+    def __init__(self, name: str, alias: str, current: int | None = None) -> None:
+        where = f"it points to version {current}, where its history begins" if current else "its history is used up"
         super().__init__(
-            f"alias {alias!r} of model {name!r} has never pointed elsewhere, so there is nothing to roll back to; "
+            f"alias {alias!r} of model {name!r} has no earlier version to go back to ({where}); "
             f"set it explicitly with 'shipyard alias set {name} {alias} VERSION'"
         )
         self.name = name

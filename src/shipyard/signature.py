@@ -115,14 +115,17 @@ class Signature:
         return [c.name for c in self.inputs]
 
     # ------------------------------------------------------------------ checking
-    def validate(self, data: Any, *, allow_extra: bool = False) -> pd.DataFrame | np.ndarray[Any, Any]:
+    def validate(
+        self, data: Any, *, allow_extra: bool = False, first_row: int = 0
+    ) -> pd.DataFrame | np.ndarray[Any, Any]:
         """Return ``data`` shaped and typed as the model expects, or raise ``SchemaError``.
 
         Columnar signatures give a DataFrame with the training columns in training order; extra
         columns are an error unless ``allow_extra`` is true, in which case they are dropped.
+        Rows are numbered from ``first_row`` in messages (for data read in chunks).
         """
         if self.tensor is not None:
-            return self._validate_tensor(data)
+            return self._validate_tensor(data, first_row)
         frame = self._to_frame(data)
         problems: list[str] = []
         names = set(map(str, frame.columns))
@@ -132,12 +135,14 @@ class Signature:
         if not allow_extra:
             expected = {c.name for c in self.inputs}
             for extra in (str(c) for c in frame.columns if str(c) not in expected):
-                problems.append(f"unexpected column {extra!r} (pass allow_extra to drop extra columns)")
+                problems.append(
+                    f"unexpected column {extra!r} (to drop extra columns pass allow_extra=True; CLI: --allow-extra)"
+                )
         if problems:
             raise SchemaError(problems)
         out: dict[str, Any] = {}
         for spec in self.inputs:
-            converted = _convert_column(frame[spec.name], spec, problems)
+            converted = _convert_column(frame[spec.name], spec, problems, first_row)
             if converted is not None:
                 out[spec.name] = converted
             if len(problems) >= _MAX_SHOWN:
@@ -173,7 +178,7 @@ class Signature:
             return pd.DataFrame.from_records(list(data))
         raise SchemaError([f"expected a table of rows, got {type(data).__name__}"])
 
-    def _validate_tensor(self, data: Any) -> np.ndarray[Any, Any]:
+    def _validate_tensor(self, data: Any, first_row: int) -> np.ndarray[Any, Any]:
         assert self.tensor is not None
         spec = self.tensor
         if isinstance(data, pd.DataFrame):
@@ -202,7 +207,7 @@ class Signature:
             for value in row:
                 problem = _value_problem(value, spec.dtype)
                 if problem:
-                    raise SchemaError([f"expected {spec.dtype}, got {problem} (row {row_index})"])
+                    raise SchemaError([f"expected {spec.dtype}, got {problem} (row {first_row + row_index})"])
         try:
             return array.astype(target)
         except (TypeError, ValueError) as exc:
@@ -275,7 +280,7 @@ def _value_problem(value: Any, dtype: str) -> str | None:
     return None
 
 
-def _convert_column(series: pd.Series, spec: ColumnSpec, problems: list[str]) -> Any:
+def _convert_column(series: pd.Series, spec: ColumnSpec, problems: list[str], first_row: int = 0) -> Any:
     """Convert one column to ``spec.dtype``; append a message per bad value (bounded) on failure."""
     dtype = spec.dtype
     kind = series.dtype
@@ -309,7 +314,7 @@ def _convert_column(series: pd.Series, spec: ColumnSpec, problems: list[str]) ->
     for row, value in enumerate(values):
         problem = _value_problem(value, dtype)
         if problem:
-            problems.append(f"column {spec.name!r}: expected {dtype}, got {problem} (row {row})")
+            problems.append(f"column {spec.name!r}: expected {dtype}, got {problem} (row {first_row + row})")
             if len(problems) - before >= 3 or len(problems) >= _MAX_SHOWN:
                 break
     if len(problems) > before:

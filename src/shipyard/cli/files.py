@@ -62,7 +62,7 @@ def first_line(exc: BaseException) -> str:
 def reading(path: Path, fmt: Format) -> Iterator[None]:
     """Turn the errors pandas and pyarrow raise while reading ``path`` into one-line ``InvalidInput``."""
     import pandas as pd
-    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow as pa
 
     try:
         yield

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ import typer
 from shipyard.cli.common import get_service
 from shipyard.cli.files import Format, check_readable, count_lines, first_line, reading, table_format
 from shipyard.cli.output import err_console, say
-from shipyard.errors import InvalidInput, SchemaError, ShipyardError
+from shipyard.errors import InvalidInput, ShipyardError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,7 +32,6 @@ PROBA_PREFIX = "proba_"
 _NUMERIC = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
 _TEXT = {"string", "category"}
 _BOOLEAN_WORDS = {"true": True, "false": False}
-_ROW = re.compile(r"\(row (\d+)\)")
 
 
 def predict(
@@ -161,14 +159,11 @@ def _score_chunk(
     import pandas as pd
 
     chunk = chunk.reset_index(drop=True)
-    try:
-        features = model.prepare(chunk, allow_extra=allow_extra)
-    except SchemaError as exc:
-        raise SchemaError([_shift_rows(problem, offset) for problem in exc.problems]) from None
+    features = model.prepare(chunk, allow_extra=allow_extra, first_row=offset)
 
     scores: dict[str, Any] = {}
     n = len(chunk)
-    predictions = model.predict(features) if n else np.empty(0, dtype=object)
+    predictions = model.loaded.predict(features) if n else np.empty(0, dtype=object)
     predictions = np.asarray(predictions)
     if predictions.ndim == 2 and predictions.shape[1] == 1:
         predictions = predictions.ravel()
@@ -178,7 +173,7 @@ def _score_chunk(
     else:
         scores[PREDICTION] = predictions
     if classes is not None:
-        proba = model.predict_proba(features) if n else np.empty((0, len(classes)), dtype="float64")
+        proba = model.loaded.predict_proba(features) if n else np.empty((0, len(classes)), dtype="float64")
         for i, label in enumerate(classes):
             scores[f"{PROBA_PREFIX}{label}"] = np.asarray(proba)[:, i]
 
@@ -199,23 +194,11 @@ def _score_chunk(
     return out
 
 
-def _shift_rows(problem: str, offset: int) -> str:
-    """Turn a chunk's ``(row N)`` into the row number within the whole file.
-
-    >>> _shift_rows("column 'amount': expected float64, got string 'x' (row 3)", 100)
-    "column 'amount': expected float64, got string 'x' (row 103)"
-    """
-    if not offset:
-        return problem
-    return _ROW.sub(lambda m: f"(row {int(m.group(1)) + offset})", problem)
-
-
-# ---------------------------------------------------------------------- reading
 def _estimate_rows(path: Path, fmt: Format) -> int:
     """Rows in the input for the progress bar: exact for Parquet, newline count for CSV."""
     with reading(path, fmt):
         if fmt == "parquet":
-            import pyarrow.parquet as pq  # type: ignore[import-untyped]
+            import pyarrow.parquet as pq
 
             return int(pq.ParquetFile(path).metadata.num_rows)
         return max(count_lines(path) - 1, 0)

@@ -319,11 +319,11 @@ class MetadataStore:
                 else:
                     previous.append(from_version)
             target = previous[-1] if previous else None
-            if target is None:
-                raise NothingToRollBack(name, alias)
             current = conn.execute(
                 select(aliases.c.version).where(aliases.c.model_id == model_row["id"], aliases.c.name == alias)
             ).scalar()
+            if target is None:
+                raise NothingToRollBack(name, alias, current)
             self._version(conn, model_row, target)
             if current is None:
                 conn.execute(

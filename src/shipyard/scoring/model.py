@@ -53,15 +53,18 @@ class Model:
         """The underlying model object (a scikit-learn pipeline, an ONNX session, ...)."""
         return self.loaded.model
 
-    def prepare(self, data: Any, *, allow_extra: bool = False) -> Features:
-        """Validate ``data`` against the signature and shape it for the model."""
+    def prepare(self, data: Any, *, allow_extra: bool = False, first_row: int = 0) -> Features:
+        """Validate ``data`` against the signature and shape it for the model.
+
+        ``first_row`` numbers the rows in error messages, for data that is one chunk of a larger source.
+        """
         if self.signature is None:
             if isinstance(data, np.ndarray):
                 return data
             import pandas as pd
 
             return data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
-        return self.signature.validate(data, allow_extra=allow_extra)
+        return self.signature.validate(data, allow_extra=allow_extra, first_row=first_row)
 
     def predict(self, data: Any, *, allow_extra: bool = False) -> np.ndarray[Any, Any]:
         """One prediction per input row."""
