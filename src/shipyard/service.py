@@ -6,7 +6,6 @@ metadata store and the artifact store, which know nothing of each other.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import platform
 from collections.abc import Mapping, Sequence
@@ -97,17 +96,11 @@ class ModelService:
         trusted = (*self.trusted_types, *trusted_types)
         dumped = chosen.dump(model, trusted_types=trusted)
         suffix = chosen.suffixes[0] if chosen.suffixes else f".{chosen.name}"
-        # Write and hash in a worker while this thread inspects: file I/O and hashlib release the GIL.
-        data = dumped.data
+        # Write in a worker while this thread hashes: file I/O and hashlib both release the GIL.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shipyard-artifact") as pool:
-            writing = pool.submit(lambda: (self.artifacts.put(name, data, suffix), sha256_hex(data)))
-            try:
-                meta = {**dumped.meta, **chosen.inspect(data, trusted_types=trusted)}
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    self.artifacts.delete(writing.result()[0])
-                raise
-            uri, digest = writing.result()
+            writing = pool.submit(self.artifacts.put, name, dumped.data, suffix)
+            digest = sha256_hex(dumped.data)
+            uri = writing.result()
         new = NewVersion(
             flavor=chosen.name,
             artifact_uri=uri,
@@ -119,7 +112,7 @@ class ModelService:
             metrics=clean_metrics,
             params=clean_params,
             tags=clean_tags,
-            flavor_meta=_json_safe(meta),
+            flavor_meta=_json_safe(dumped.meta),
             environment=_environment(chosen),
             description=description,
         )

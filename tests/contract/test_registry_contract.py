@@ -345,3 +345,28 @@ def test_process_killed_while_registering_leaves_a_consistent_registry(backend: 
     for version in versions:  # every visible version is complete and loads
         assert shipyard.load(version.ref).predict([[0.0] * 5]).shape == (1,)
     assert shipyard.register(_line(1.0), "fraud").version == len(numbers) + 1
+
+
+class HomeMadeScaler:
+    """A custom transformer, as a data scientist would write one in a notebook."""
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {}
+
+    def fit(self, X: Any, y: Any = None) -> HomeMadeScaler:
+        return self
+
+    def transform(self, X: Any) -> Any:
+        return X
+
+
+def test_custom_classes_are_refused_at_registration_naming_the_class(service: shipyard.ModelService) -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    pipe = Pipeline([("scale", HomeMadeScaler()), ("clf", LogisticRegression())]).fit([[0.0], [1.0]], [0, 1])
+    with pytest.raises(UntrustedTypes, match=r"HomeMadeScaler.*trusted_types") as caught:
+        service.register(pipe, "custom")
+    assert any(t.endswith(".HomeMadeScaler") for t in caught.value.types)
+    with pytest.raises(ModelNotFound):
+        service.get_model("custom")

@@ -94,14 +94,6 @@ class Flavor(ABC):
     def dump(self, model: Any, *, trusted_types: Sequence[str] = ()) -> Dumped:
         """Serialise ``model`` to artifact bytes."""
 
-    def inspect(self, data: bytes, *, trusted_types: Sequence[str] = ()) -> dict[str, Any]:
-        """Check freshly dumped bytes before they are registered; return metadata to store with them.
-
-        Runs while the artifact is being written, so slow checks here cost no extra time. The default
-        finds nothing to add.
-        """
-        return {}
-
     @abstractmethod
     def check_format(self, data: bytes) -> None:
         """Raise :class:`FlavorMismatch` unless ``data`` looks like this flavor's artifact."""
