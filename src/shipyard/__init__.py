@@ -113,9 +113,15 @@ def register(
     params: Mapping[str, Any] | None = None,
     tags: Mapping[str, Any] | None = None,
     description: str = "",
+    model_description: str | None = None,
+    model_tags: Mapping[str, Any] | None = None,
     trusted_types: Sequence[str] = (),
 ) -> ModelVersion:
-    """Register a fitted model as the next version of ``name``; ``X``/``y`` give its signature."""
+    """Register a fitted model as the next version of ``name``; ``X``/``y`` give its signature.
+
+    ``tags`` and ``description`` belong to the new version; ``model_tags`` and ``model_description`` to the
+    model as a whole.
+    """
     return connect().register(
         model,
         name,
@@ -125,6 +131,8 @@ def register(
         params=params,
         tags=tags,
         description=description,
+        model_description=model_description,
+        model_tags=model_tags,
         trusted_types=trusted_types,
     )
 

@@ -76,13 +76,15 @@ class ModelService:
         tags: Mapping[str, Any] | None = None,
         description: str = "",
         model_description: str | None = None,
+        model_tags: Mapping[str, Any] | None = None,
         flavor: str | None = None,
         trusted_types: Sequence[str] = (),
     ) -> ModelVersion:
         """Store ``model`` as the next version of ``name`` and return that version.
 
-        ``X`` (and ``y``) give the signature and a stored input example. The version appears in the
-        registry only once its artifact is fully written and hashed.
+        ``X`` (and ``y``) give the signature and a stored input example. ``model_description`` and
+        ``model_tags`` describe the model as a whole (tags are merged into its existing ones). The version
+        appears in the registry only once its artifact is fully written and hashed.
         """
         validate_name(name, "model")
         chosen = self.flavors.get(flavor) if flavor else self.flavors.for_model(model)
@@ -117,7 +119,12 @@ class ModelService:
             description=description,
         )
         try:
-            return self.store.add_version(name, new, model_description=model_description)
+            return self.store.add_version(
+                name,
+                new,
+                model_description=model_description,
+                model_tags={str(k): str(v) for k, v in (model_tags or {}).items()},
+            )
         except BaseException:
             self.artifacts.delete(uri)
             raise

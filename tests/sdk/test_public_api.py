@@ -65,6 +65,11 @@ def test_readme_flow(home: Path, fraud_data: tuple[pd.DataFrame, pd.Series]) -> 
     pipe = make_pipeline(StandardScaler(), LogisticRegression()).fit(X_train, y_train)
     mv = shipyard.register(pipe, name="fraud", X=X_train, y=y_train, metrics={"auc": 0.97}, tags={"team": "risk"})
     assert mv.version == 1
+    shipyard.register(pipe, name="other", model_description="card fraud", model_tags={"owner": "risk"})
+    assert (shipyard.get_model("other").description, shipyard.get_model("other").tags) == (
+        "card fraud",
+        {"owner": "risk"},
+    )
     assert shipyard.set_alias("fraud", "production", mv.version) is not None
     second = shipyard.register(pipe, name="fraud", X=X_train, y=y_train)
     shipyard.set_alias("fraud", "production", second.version)
