@@ -274,18 +274,7 @@ class MetadataStore:
             ).scalar()
             if current == version:
                 return None
-            if current is None:
-                conn.execute(
-                    insert(aliases).values(
-                        model_id=model_row["id"], name=alias, version=version, updated_by=actor, updated_at=now
-                    )
-                )
-            else:
-                conn.execute(
-                    update(aliases)
-                    .where(aliases.c.model_id == model_row["id"], aliases.c.name == alias)
-                    .values(version=version, updated_by=actor, updated_at=now)
-                )
+            self._point(conn, model_row["id"], alias, version, actor, now, exists=current is not None)
             return self._record(conn, model_row, alias, action, current, version, actor, now)
 
     def delete_alias(self, name: str, alias: str, actor: str) -> AliasMove:
@@ -325,18 +314,7 @@ class MetadataStore:
             if target is None:
                 raise NothingToRollBack(name, alias, current)
             self._version(conn, model_row, target)
-            if current is None:
-                conn.execute(
-                    insert(aliases).values(
-                        model_id=model_row["id"], name=alias, version=target, updated_by=actor, updated_at=now
-                    )
-                )
-            else:
-                conn.execute(
-                    update(aliases)
-                    .where(aliases.c.model_id == model_row["id"], aliases.c.name == alias)
-                    .values(version=target, updated_by=actor, updated_at=now)
-                )
+            self._point(conn, model_row["id"], alias, target, actor, now, exists=current is not None)
             return self._record(conn, model_row, alias, "rollback", current, target, actor, now)
 
     def alias_history(self, name: str, alias: str | None = None) -> list[AliasMove]:
@@ -359,6 +337,20 @@ class MetadataStore:
             )
             for row in rows
         ]
+
+    def _point(
+        self, conn: Connection, model_id: int, alias: str, version: int, actor: str, now: datetime, *, exists: bool
+    ) -> None:
+        if exists:
+            conn.execute(
+                update(aliases)
+                .where(aliases.c.model_id == model_id, aliases.c.name == alias)
+                .values(version=version, updated_by=actor, updated_at=now)
+            )
+        else:
+            conn.execute(
+                insert(aliases).values(model_id=model_id, name=alias, version=version, updated_by=actor, updated_at=now)
+            )
 
     def _record(
         self,
