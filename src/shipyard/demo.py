@@ -169,14 +169,32 @@ def run_demo(
     console.print(f"   wrote {len(X_test):,} test transactions to {sample}", markup=False, soft_wrap=True)
 
     console.print("\n[bold]Next steps[/]")
+    cli = _command_name()
     for command in (
-        f"shipyard models show {MODEL_NAME}",
-        f"shipyard predict {reference} --input {shlex.quote(str(sample))} --output {shlex.quote(str(scored))}",
-        f"shipyard alias history {MODEL_NAME}",
-        f"shipyard demo   # again: registers {MODEL_NAME}:{mv.version + 1} and moves {ALIAS} to it",
+        f"{cli} models show {MODEL_NAME}",
+        f"{cli} predict {reference} --input {shlex.quote(str(sample))} --output {shlex.quote(str(scored))}",
+        f"{cli} alias history {MODEL_NAME}",
+        f"{cli} demo   # again: registers {MODEL_NAME}:{mv.version + 1} and moves {ALIAS} to it",
     ):
         console.print(f"  {command}", markup=False, soft_wrap=True)
     return mv
+
+
+def _command_name() -> str:
+    """``shipyard`` if that is on PATH, else the path of the installed command (e.g. ``.venv/bin/shipyard``)."""
+    import shutil
+    import sys
+
+    installed = Path(sys.executable).parent / "shipyard"
+    on_path = shutil.which("shipyard")
+    if on_path and Path(on_path).resolve() == installed.resolve():
+        return "shipyard"
+    if installed.exists():
+        try:
+            return shlex.quote(str(installed.relative_to(Path.cwd())))
+        except ValueError:
+            return shlex.quote(str(installed))
+    return "shipyard"
 
 
 def _scored_table(model: Any, X_test: pd.DataFrame, y_test: pd.Series) -> Any:
