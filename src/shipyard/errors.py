@@ -22,7 +22,14 @@ wrong and how to fix it. The web framework never appears here: statuses are ``ht
     │   └── UntrustedTypes                        403  (skops types outside the trusted list)
     ├── FlavorMismatch                            422
     ├── MissingDependency (ImportError)           500
-    └── StorageError                              503
+    ├── StorageError                              503
+    ├── NotServed                                 404  (registered, but not served here)
+    ├── ModelNotReady                             503
+    ├── PayloadTooLarge                           413
+    ├── RequestTimeout                            504
+    ├── UnsupportedMediaType                      415
+    ├── Unauthorized                              401
+    └── Forbidden                                 403
 """
 
 from __future__ import annotations
@@ -198,3 +205,51 @@ class StorageError(ShipyardError):
     """The registry database or artifact store could not be used."""
 
     status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class NotServed(NotFound):
+    """The model exists in the registry but this server does not serve it."""
+
+    def __init__(self, name: str, served: list[str]) -> None:
+        shown = ", ".join(served) if served else "none"
+        super().__init__(
+            f"model {name!r} is not served here (served: {shown}); start the server with "
+            f"'shipyard serve {name}' or give it a production alias"
+        )
+        self.name = name
+
+
+class ModelNotReady(ShipyardError):
+    """The model is still loading or warming up."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class PayloadTooLarge(ShipyardError):
+    """A request body or row count above the server's limit."""
+
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class RequestTimeout(ShipyardError):
+    """A prediction that did not finish within the per-request timeout."""
+
+    status = HTTPStatus.GATEWAY_TIMEOUT
+
+
+class UnsupportedMediaType(ShipyardError):
+    """A request body in a media type the route does not read."""
+
+    status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+
+
+class Unauthorized(ShipyardError):
+    """No API key, or one that is not valid."""
+
+    status = HTTPStatus.UNAUTHORIZED
+
+
+class Forbidden(ShipyardError):
+    """A valid API key without the scope the route needs."""
+
+    status = HTTPStatus.FORBIDDEN

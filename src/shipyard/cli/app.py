@@ -22,6 +22,7 @@ from shipyard.cli.demo import demo
 from shipyard.cli.models import app as models_app
 from shipyard.cli.output import print_error
 from shipyard.cli.predict import predict
+from shipyard.cli.serve import serve
 from shipyard.errors import ShipyardError
 
 DEBUG_ENV = "SHIPYARD_DEBUG"
@@ -42,6 +43,7 @@ app.add_typer(alias_app, name="alias")
 app.command("rollback")(rollback)
 app.command("predict")(predict)
 app.command("demo")(demo)
+app.command("serve")(serve)
 
 
 def _show_version(value: bool) -> None:

@@ -1,0 +1,71 @@
+"""``shipyard serve``: a prediction server for registered models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def serve(
+    refs: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[REF]...", help="Models to serve (fraud, fraud:3, fraud@staging); default: every "
+                       "model with a production alias."),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (default 8000).")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes on the one port (default 1).")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="serve.yaml with limits, batching and per-model settings.")
+    ] = None,
+    auth: Annotated[
+        bool | None,
+        typer.Option("--auth/--no-auth", help="Require API keys (default: on unless bound to a loopback address)."),
+    ] = None,
+    max_batch_size: Annotated[int | None, typer.Option(min=1, help="Most rows per model call (default 64).")] = None,
+    max_wait_ms: Annotated[float | None, typer.Option(min=0, help="Extra wait to fill a batch (default 0).")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Per-request time limit in seconds (default 30).")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve registered models over HTTP: native /v1, Open Inference Protocol V2 and MLflow's /invocations."""
+    from shipyard.serving.runner import serve as run_server
+    from shipyard.serving.settings import BatchSettings, ServeSettings
+
+    overrides: dict[str, object] = {
+        "refs": list(refs) if refs else None,
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "auth": auth,
+        "timeout_s": timeout,
+    }
+    settings = (
+        ServeSettings.from_file(config, **overrides)
+        if config
+        else ServeSettings.from_yaml_text("", **overrides)
+    )
+    if max_batch_size is not None or max_wait_ms is not None:
+        settings.batching = BatchSettings(
+            max_batch_size=max_batch_size or settings.batching.max_batch_size,
+            max_wait_ms=settings.batching.max_wait_ms if max_wait_ms is None else max_wait_ms,
+        )
+    _check_refs(settings.refs)
+    run_server(settings, log_level=log_level)
+
+
+def _check_refs(refs: list[str]) -> None:
+    """Fail fast, with the registry's own message, on a reference that does not resolve."""
+    import shipyard
+    from shipyard.errors import ShipyardError
+
+    if refs:
+        for ref in refs:
+            shipyard.resolve(ref)
+        return
+    if not any("production" in m.aliases for m in shipyard.list_models()):
+        raise ShipyardError(
+            "no model has a production alias to serve; name models to serve (shipyard serve fraud) or set one "
+            "with 'shipyard alias set NAME production VERSION' (try 'shipyard demo')"
+        )

@@ -1,0 +1,88 @@
+"""The ASGI application: protocol adapters over one data plane, with ops routes and error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from shipyard.errors import ShipyardError
+from shipyard.service import ModelService
+from shipyard.serving import errors, native
+from shipyard.serving.dataplane import DataPlane
+from shipyard.serving.jsonio import json_response
+from shipyard.serving.metrics import ServerMetrics
+from shipyard.serving.middleware import ServingMiddleware
+from shipyard.serving.repository import ModelRepository
+from shipyard.serving.settings import ServeSettings
+
+log = logging.getLogger("shipyard.serving")
+
+
+def create_app(settings: ServeSettings, service: ModelService) -> FastAPI:
+    """Build the server for ``settings`` on the registry behind ``service``.
+
+    Models are loaded and warmed up during start-up; ``/readyz`` answers 200 once they all are.
+    """
+    from shipyard import __version__
+
+    metrics = ServerMetrics()
+    repository = ModelRepository(
+        service,
+        settings,
+        observer=lambda served, stats: metrics.observe_batch(served.name, served.version, stats),
+        on_load=lambda served: metrics.observe_load(served.name, served.version, served.load_seconds),
+    )
+    dataplane = DataPlane(repository, settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        repository.plan()
+        await asyncio.to_thread(repository.load_all)
+        watcher = asyncio.create_task(repository.watch())
+        log.info("ready: serving %s", ", ".join(repository.served_names()) or "no models")
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            repository.close()
+
+    app = FastAPI(
+        title="shipyard",
+        version=__version__,
+        description="Predictions from models in the shipyard registry: native, Open Inference Protocol V2 "
+        "and MLflow scoring protocols.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.dataplane = dataplane
+    app.state.metrics = metrics
+    app.add_exception_handler(ShipyardError, errors.shipyard_error)
+    app.add_exception_handler(HTTPException, errors.http_error)
+    app.add_exception_handler(Exception, errors.unexpected_error)
+    app.include_router(native.router(dataplane))
+
+    @app.get("/healthz", tags=["ops"], summary="The process is alive")
+    async def healthz() -> Response:
+        return json_response({"status": "ok"})
+
+    @app.get("/readyz", tags=["ops"], summary="Every model is loaded and warmed up")
+    async def readyz() -> Response:
+        if not repository.ready:
+            return json_response({"status": "loading"}, 503)
+        return json_response({"status": "ready", "models": repository.served_names()})
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
+    async def prometheus(request: Request) -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    app.add_middleware(ServingMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    return app

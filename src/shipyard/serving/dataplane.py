@@ -1,0 +1,87 @@
+"""The one data plane every protocol adapter delegates to: find the model, check limits, score, time out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shipyard.errors import PayloadTooLarge, RequestTimeout
+from shipyard.scoring.batcher import Scores
+from shipyard.serving.repository import ModelRepository, ServedModel
+from shipyard.serving.settings import ServeSettings
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The model version that answered and its scores."""
+
+    served: ServedModel
+    scores: Scores
+
+    @property
+    def name(self) -> str:
+        return self.served.name
+
+    @property
+    def version(self) -> int:
+        return self.served.version
+
+    @property
+    def classes(self) -> list[Any] | None:
+        return self.served.model.classes
+
+
+def count_rows(data: Any) -> int:
+    """Rows in caller data (records, a dict of columns, rows of values, a frame or an array).
+
+    >>> count_rows({"a": [1, 2, 3]}), count_rows([{"a": 1}]), count_rows([[1, 2], [3, 4]])
+    (3, 1, 2)
+    """
+    if isinstance(data, (pd.DataFrame, np.ndarray)):
+        return len(data)
+    if isinstance(data, Mapping):
+        for column in data.values():
+            return len(column) if isinstance(column, Sequence) and not isinstance(column, str) else 1
+        return 0
+    if isinstance(data, Sequence) and not isinstance(data, str):
+        return len(data)
+    return 1
+
+
+class DataPlane:
+    """Protocol-free prediction: ``predict(name, data, version=..., alias=...)``."""
+
+    def __init__(self, repository: ModelRepository, settings: ServeSettings) -> None:
+        self.repository = repository
+        self.settings = settings
+
+    async def predict(
+        self,
+        name: str,
+        data: Any,
+        *,
+        version: int | None = None,
+        alias: str | None = None,
+        allow_extra: bool = False,
+    ) -> Prediction:
+        """Score ``data`` with the model version the request names, within the server's limits."""
+        rows = count_rows(data)
+        if rows > self.settings.max_rows:
+            raise PayloadTooLarge(
+                f"the request has {rows} rows, the limit is {self.settings.max_rows}; split it into smaller requests"
+            )
+        served = await self.repository.get(name, version=version, alias=alias)
+        try:
+            scores = await asyncio.wait_for(
+                served.score(data, allow_extra=allow_extra), timeout=self.settings.timeout_s
+            )
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the prediction took longer than {self.settings.timeout_s:g} s; send fewer rows or raise --timeout"
+            ) from None
+        return Prediction(served, scores)

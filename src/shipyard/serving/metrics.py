@@ -1,0 +1,67 @@
+"""Prometheus metrics of one server: requests, latency, batching, queue wait, in-flight, model loads."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from shipyard.scoring.batcher import BatchStats
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class ServerMetrics:
+    """The metric families of one server, on their own registry (so several apps can live in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "shipyard_requests",
+            "HTTP requests by model, version, route and status.",
+            ["model", "version", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "shipyard_request_seconds",
+            "Time from request to response, by route.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge("shipyard_in_flight_requests", "Requests being handled.", registry=self.registry)
+        self.batch_size = Histogram(
+            "shipyard_batch_rows",
+            "Rows per model call after micro-batching.",
+            ["model", "version"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_wait = Histogram(
+            "shipyard_queue_wait_seconds",
+            "Time a request waited for its batch to start.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.load_seconds = Gauge(
+            "shipyard_model_load_seconds",
+            "Seconds to load and warm up a model version.",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self.loaded = Gauge("shipyard_loaded_models", "Model versions loaded in this process.", registry=self.registry)
+
+    def observe_batch(self, model: str, version: int, stats: BatchStats) -> None:
+        """Record one model call."""
+        labels = (model, str(version))
+        self.batch_size.labels(*labels).observe(stats.rows)
+        self.queue_wait.labels(*labels).observe(stats.queue_wait_seconds)
+
+    def observe_load(self, model: str, version: int, seconds: float) -> None:
+        """Record that a version was loaded."""
+        self.load_seconds.labels(model, str(version)).set(seconds)
+        self.loaded.inc()
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return bytes(generate_latest(self.registry))

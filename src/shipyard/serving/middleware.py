@@ -1,0 +1,104 @@
+"""One pure-ASGI layer around every request: request id, body size limit, metrics, in-flight count."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shipyard.serving.metrics import ServerMetrics
+
+REQUEST_ID_HEADER = b"x-request-id"
+
+
+def _error_body(path: str, message: str) -> bytes:
+    if path.startswith("/v2"):
+        return orjson.dumps({"error": message})
+    if path.endswith("/invocations"):
+        return orjson.dumps({"error_code": "BAD_REQUEST", "message": message})
+    return orjson.dumps({"error": message, "detail": {"type": "PayloadTooLarge"}})
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class ServingMiddleware:
+    """Echoes or makes ``X-Request-ID``, refuses bodies over ``max_body_bytes`` with 413, records metrics."""
+
+    def __init__(self, app: ASGIApp, *, metrics: ServerMetrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ""
+        length = None
+        for key, value in scope["headers"]:
+            if key == REQUEST_ID_HEADER:
+                request_id = value.decode("latin-1")[:128]
+            elif key == b"content-length":
+                length = int(value) if value.isdigit() else None
+        request_id = request_id or uuid.uuid4().hex
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        header = (REQUEST_ID_HEADER, request_id.encode("latin-1"))
+        path: str = scope["path"]
+        status_holder = [500]
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder[0] = message["status"]
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        if length is not None and length > self.max_body_bytes:
+            await self._too_large(path, send_with_id, length)
+            return
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        started = time.perf_counter()
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, limited_receive, send_with_id)
+        except _BodyTooLarge:
+            await self._too_large(path, send_with_id, received)
+        finally:
+            self.metrics.in_flight.dec()
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            self.metrics.latency.labels(template).observe(time.perf_counter() - started)
+            self.metrics.requests.labels(
+                state.get("model", ""), str(state.get("version", "")), template, str(status_holder[0])
+            ).inc()
+
+    async def _too_large(self, path: str, send: Send, size: int) -> None:
+        message = (
+            f"the request body is larger than the limit of {self.max_body_bytes} bytes; "
+            "send fewer rows per request or raise --max-body-bytes"
+        )
+        body = _error_body(path, message)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

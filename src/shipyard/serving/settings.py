@@ -1,0 +1,87 @@
+"""Settings of a prediction server: limits, batching, reload and auth, from flags and ``serve.yaml``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shipyard.errors import InvalidInput
+
+
+class BatchSettings(BaseModel):
+    """Micro-batching of one model version."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(default=64, ge=1, description="Most rows merged into one model call.")
+    max_wait_ms: float = Field(
+        default=0.0, ge=0.0, description="How long a batch may wait to fill; 0 runs as soon as the model is free."
+    )
+
+
+class ServeSettings(BaseModel):
+    """Everything ``shipyard serve`` can be told, by flags or by a YAML file.
+
+    >>> ServeSettings.from_yaml_text("port: 9000\\nmodels:\\n  fraud:\\n    max_batch_size: 16").port
+    9000
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    refs: list[str] = Field(
+        default_factory=list, description="Model references to serve; empty: every production alias."
+    )
+    host: str = Field(default="127.0.0.1", description="Address to bind.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port to bind; 0 picks a free one.")
+    workers: int = Field(default=1, ge=1, description="Worker processes sharing the port.")
+    auth: bool | None = Field(
+        default=None, description="Require API keys; default: on unless the server binds a loopback address."
+    )
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1, description="Largest request body (413 above).")
+    max_rows: int = Field(default=10_000, ge=1, description="Most rows in one request (413 above).")
+    timeout_s: float = Field(default=30.0, gt=0, description="Per-request time limit (504 above).")
+    reload_interval_s: float = Field(default=1.0, gt=0, description="How often aliases are checked for moves.")
+    batching: BatchSettings = Field(default_factory=BatchSettings, description="Default micro-batching.")
+    models: dict[str, BatchSettings] = Field(default_factory=dict, description="Micro-batching per model name.")
+
+    def batching_for(self, name: str) -> BatchSettings:
+        """The batching settings of model ``name``."""
+        return self.models.get(name, self.batching)
+
+    def auth_required(self) -> bool:
+        """Whether API keys are required: explicit, or on for any non-loopback address."""
+        if self.auth is not None:
+            return self.auth
+        return self.host not in ("127.0.0.1", "localhost", "::1") and not self.host.startswith("127.")
+
+    @classmethod
+    def from_yaml_text(cls, text: str, **overrides: Any) -> ServeSettings:
+        """Settings from YAML text, with flag values laid over it."""
+        import yaml
+
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise InvalidInput(f"the serve config is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise InvalidInput("the serve config must be a mapping of settings, such as 'port: 8000'")
+        from pydantic import ValidationError
+
+        try:
+            return cls.model_validate({**data, **{k: v for k, v in overrides.items() if v is not None}})
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
+            )
+            raise InvalidInput(f"invalid serve settings: {problems}") from None
+
+    @classmethod
+    def from_file(cls, path: Path, **overrides: Any) -> ServeSettings:
+        """Settings from a ``serve.yaml`` file, with flag values laid over it."""
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise InvalidInput(f"cannot read the serve config {path}: {exc.strerror}") from None
+        return cls.from_yaml_text(text, **overrides)
