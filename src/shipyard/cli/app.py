@@ -19,6 +19,7 @@ import typer
 from shipyard.cli.aliases import app as alias_app
 from shipyard.cli.aliases import rollback
 from shipyard.cli.demo import demo
+from shipyard.cli.keys import app as keys_app
 from shipyard.cli.models import app as models_app
 from shipyard.cli.output import print_error
 from shipyard.cli.predict import predict
@@ -40,6 +41,7 @@ app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 app.add_typer(alias_app, name="alias")
+app.add_typer(keys_app, name="keys")
 app.command("rollback")(rollback)
 app.command("predict")(predict)
 app.command("demo")(demo)

@@ -14,7 +14,8 @@ from starlette.responses import Response
 
 from shipyard.errors import ShipyardError
 from shipyard.service import ModelService
-from shipyard.serving import errors, native
+from shipyard.serving import errors, mlflow, native, v2
+from shipyard.serving.auth import AuthMiddleware
 from shipyard.serving.dataplane import DataPlane
 from shipyard.serving.jsonio import json_response
 from shipyard.serving.metrics import ServerMetrics
@@ -69,6 +70,8 @@ def create_app(settings: ServeSettings, service: ModelService) -> FastAPI:
     app.add_exception_handler(HTTPException, errors.http_error)
     app.add_exception_handler(Exception, errors.unexpected_error)
     app.include_router(native.router(dataplane))
+    app.include_router(v2.router(dataplane))
+    app.include_router(mlflow.router(dataplane))
 
     @app.get("/healthz", tags=["ops"], summary="The process is alive")
     async def healthz() -> Response:
@@ -84,5 +87,6 @@ def create_app(settings: ServeSettings, service: ModelService) -> FastAPI:
     async def prometheus(request: Request) -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    app.add_middleware(AuthMiddleware, service=service, required=settings.auth_required())
     app.add_middleware(ServingMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     return app
