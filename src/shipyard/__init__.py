@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from shipyard.client import Client
     from shipyard.config import Settings
     from shipyard.errors import ShipyardError
     from shipyard.registry import AliasMove, ModelVersion, RegisteredModel
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 # Names re-exported lazily, so that ``import shipyard`` (and every CLI start) stays cheap.
 _LAZY = {
     "AliasMove": "shipyard.registry",
+    "Client": "shipyard.client",
     "Model": "shipyard.scoring",
     "ModelRef": "shipyard.types",
     "ModelService": "shipyard.service",
@@ -57,6 +59,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AliasMove",
+    "Client",
     "Model",
     "ModelRef",
     "ModelService",

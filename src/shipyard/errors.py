@@ -10,6 +10,7 @@ wrong and how to fix it. The web framework never appears here: statuses are ``ht
     │   ├── InvalidName                           400
     │   ├── InvalidReference                      400
     │   ├── SchemaError                           422
+    │   ├── PredictionFailed                      422  (the model refused rows that fit the signature)
     │   └── UnsupportedModel                      400
     ├── NotFound (LookupError)                    404
     │   ├── ModelNotFound                         404
@@ -29,7 +30,8 @@ wrong and how to fix it. The web framework never appears here: statuses are ``ht
     ├── RequestTimeout                            504
     ├── UnsupportedMediaType                      415
     ├── Unauthorized                              401
-    └── Forbidden                                 403
+    ├── Forbidden                                 403
+    └── ServerUnavailable                         503  (client side: no answer from the server)
 """
 
 from __future__ import annotations
@@ -88,6 +90,12 @@ class SchemaError(InvalidInput):
         shown = "; ".join(problems[:10])
         more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
         super().__init__(f"input does not match the model signature: {shown}{more}")
+
+
+class PredictionFailed(InvalidInput):
+    """Rows that fit the signature but that the model itself could not score (e.g. an unknown category)."""
+
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
 
 
 class UnsupportedModel(InvalidInput):
@@ -253,3 +261,9 @@ class Forbidden(ShipyardError):
     """A valid API key without the scope the route needs."""
 
     status = HTTPStatus.FORBIDDEN
+
+
+class ServerUnavailable(ShipyardError):
+    """The client could not reach the prediction server."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE

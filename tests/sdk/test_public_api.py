@@ -18,6 +18,7 @@ from shipyard.errors import SchemaError
 def test_public_surface_is_pinned() -> None:
     assert sorted(shipyard.__all__) == [
         "AliasMove",
+        "Client",
         "Model",
         "ModelRef",
         "ModelService",

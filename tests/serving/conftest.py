@@ -151,3 +151,9 @@ def numeric_model(home: Path) -> tuple[object, np.ndarray]:
     shipyard.register(clf, "iris", X=X, y=data.target)
     shipyard.set_alias("iris", "production", 1)
     return clf, X
+
+
+@pytest.fixture
+def fraud_data() -> tuple[pd.DataFrame, pd.Series]:
+    """The fraud-like training table and target, unregistered."""
+    return fraud_frame()

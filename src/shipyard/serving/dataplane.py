@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shipyard.errors import PayloadTooLarge, RequestTimeout
+from shipyard.errors import PayloadTooLarge, PredictionFailed, RequestTimeout, ShipyardError
 from shipyard.scoring.batcher import Scores
 from shipyard.serving.repository import ModelRepository, ServedModel
 from shipyard.serving.settings import ServeSettings
@@ -83,5 +83,11 @@ class DataPlane:
         except TimeoutError:
             raise RequestTimeout(
                 f"the prediction took longer than {self.settings.timeout_s:g} s; send fewer rows or raise --timeout"
+            ) from None
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            if isinstance(exc, ShipyardError):
+                raise
+            raise PredictionFailed(
+                f"model {served.info.ref} could not score these rows: {type(exc).__name__}: {exc}"
             ) from None
         return Prediction(served, scores)
