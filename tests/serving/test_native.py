@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pytest
 import pandas as pd
+import pytest
 
 
 def records(X: pd.DataFrame) -> list[dict[str, Any]]:
@@ -93,8 +93,9 @@ def test_client_errors_limits_and_docs(start_server: Callable[..., Any], fraud_m
     assert server.client.get("/nope").status_code == 404
 
     metrics = server.client.get("/metrics").text
-    assert 'shipyard_requests_total{model="fraud",route="/v1/models/{name}/predict",status="200",version="1"}' in metrics
-    assert 'shipyard_requests_total{model="fraud",route="/v1/models/{name}/predict",status="422",version=""}' in metrics
+    route = 'route="/v1/models/{name}/predict"'
+    assert f'shipyard_requests_total{{model="fraud",{route},status="200",version="1"}}' in metrics
+    assert f'shipyard_requests_total{{model="fraud",{route},status="422",version=""}}' in metrics
     assert "shipyard_model_load_seconds{" in metrics
     assert "shipyard_batch_rows_bucket{" in metrics
     assert "shipyard_in_flight_requests" in metrics
