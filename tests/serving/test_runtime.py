@@ -1,0 +1,116 @@
+"""Server life: hot reload when an alias moves, graceful shutdown, several workers, readiness."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pandas as pd
+
+import shipyard
+
+
+def _rows(X: pd.DataFrame, n: int) -> list[dict[str, Any]]:
+    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in X.head(n).to_dict("records")]
+
+
+def test_alias_move_switches_version_under_load_without_failed_requests(
+    start_server: Callable[..., Any], fraud_model: Any
+) -> None:
+    _, X = fraud_model
+    server = start_server("fraud")
+    body = {"instances": _rows(X, 3)}
+    seen: list[tuple[float, int]] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            while not stop.is_set():
+                answer = client.post("/v1/models/fraud/predict", json=body)
+                if answer.status_code != 200:
+                    failures.append(answer.text)
+                else:
+                    seen.append((time.monotonic(), answer.json()["version"]))
+
+    workers = [threading.Thread(target=load) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    try:
+        time.sleep(1.0)
+        moved_at = time.monotonic()
+        shipyard.set_alias("fraud", "production", 2)  # from this process, straight into the registry
+        deadline = moved_at + 15
+        while time.monotonic() < deadline and not any(v == 2 for _, v in seen):
+            time.sleep(0.05)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=30)
+    assert failures == []
+    switched = min(t for t, v in seen if v == 2)
+    assert switched - moved_at < 2.5, f"switch took {switched - moved_at:.2f} s"
+    assert all(v == 2 for t, v in seen if t > switched + 0.2)  # no flapping back
+    assert server.client.get("/v1/models").json()["models"][0]["version"] == 2
+
+
+def test_sigterm_finishes_in_flight_requests(start_server: Callable[..., Any], fraud_data: Any, tmp_path: Any) -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = fraud_data
+    numeric = X[["amount", "hour"]]
+    forest = RandomForestClassifier(n_estimators=300, random_state=0, n_jobs=1).fit(numeric, y)
+    shipyard.register(forest, "forest", X=numeric, y=y)
+    server = start_server("forest")
+    big = {"instances": _rows(pd.concat([numeric] * 25, ignore_index=True), 10_000)}
+    result: dict[str, Any] = {}
+
+    def slow_request() -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            result["answer"] = client.post("/v1/models/forest/predict", json=big)
+
+    thread = threading.Thread(target=slow_request)
+    thread.start()
+    time.sleep(0.2)
+    assert thread.is_alive()  # the request is still being scored when the signal comes
+    server.process.send_signal(signal.SIGTERM)
+    thread.join(timeout=60)
+    # uvicorn finishes the request, then re-raises SIGTERM so the exit status says how it stopped
+    assert server.process.wait(timeout=60) in (0, -signal.SIGTERM)
+    answer = result["answer"]
+    assert answer.status_code == 200
+    assert len(answer.json()["predictions"]) == 10_000
+    assert answer.json()["predictions"][:50] == forest.predict(numeric.head(50)).tolist()
+
+
+def test_two_workers_share_one_port(start_server: Callable[..., Any], fraud_model: Any) -> None:
+    pipe, X = fraud_model
+    server = start_server("fraud", "--workers", "2")
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for _ in range(20):
+            answer = client.post("/v1/models/fraud/predict", json={"instances": _rows(X, 5)})
+            assert answer.status_code == 200
+            assert answer.json()["predictions"] == pipe.predict(X.head(5)).tolist()
+    assert server.stop(signal.SIGTERM, timeout=60) in (0, -signal.SIGTERM)
+
+
+def test_serve_refuses_unknown_refs_and_empty_registry(home: Any, fraud_model: Any) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    shipyard_cmd = str(Path(sys.executable).parent / "shipyard")
+    unknown = subprocess.run([shipyard_cmd, "serve", "nope"], capture_output=True, text=True, timeout=60)
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip().splitlines() == [
+        "error: model 'nope' is not registered; run 'shipyard models list' to see the registered models"
+    ]
+    shipyard.delete_alias("fraud", "production")
+    empty = subprocess.run([shipyard_cmd, "serve"], capture_output=True, text=True, timeout=60)
+    assert empty.returncode == 1
+    assert "no model has a production alias" in empty.stderr
