@@ -26,6 +26,18 @@ from shipyard.serving.settings import ServeSettings
 log = logging.getLogger("shipyard.serving")
 
 
+def _announce(settings: ServeSettings, repository: ModelRepository) -> None:
+    """Tell the person who started the server what it serves and how to call it."""
+    from shipyard.serving.runner import curl_example
+
+    lines = [f"shipyard is ready on http://{settings.host}:{settings.port} (docs: /docs)"]
+    for name in repository.served_names():
+        served = repository.current(name)
+        lines.append(f"  {name}: version {served.version} ({served.model.flavor}), try:")
+        lines.append("    " + curl_example(settings, name, served.info.input_example, settings.auth_required()))
+    print("\n".join(lines), flush=True)
+
+
 def create_app(settings: ServeSettings, service: ModelService) -> FastAPI:
     """Build the server for ``settings`` on the registry behind ``service``.
 
@@ -47,7 +59,7 @@ def create_app(settings: ServeSettings, service: ModelService) -> FastAPI:
         repository.plan()
         await asyncio.to_thread(repository.load_all)
         watcher = asyncio.create_task(repository.watch())
-        log.info("ready: serving %s", ", ".join(repository.served_names()) or "no models")
+        _announce(settings, repository)
         try:
             yield
         finally:
