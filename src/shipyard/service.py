@@ -27,9 +27,10 @@ from shipyard.registry import (
     RegisteredModel,
     sha256_hex,
 )
+from shipyard.registry.keys import ApiKey, KeyStore
 from shipyard.scoring import Model
 from shipyard.signature import Signature
-from shipyard.types import DEFAULT_ALIAS, ModelRef, validate_name
+from shipyard.types import DEFAULT_ALIAS, MAX_VERSION, ModelRef, validate_name
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 EXAMPLE_ROWS = 5
@@ -61,6 +62,7 @@ class ModelService:
         self.flavors = flavors or FlavorCatalog()
         self.user = user
         self.trusted_types = tuple(trusted_types)
+        self.keys = KeyStore(store)
 
     # ------------------------------------------------------------------ registering
     def register(
@@ -208,14 +210,34 @@ class ModelService:
             validate_name(alias, "alias")
         return self.store.alias_history(validate_name(name, "model"), alias)
 
+    # ------------------------------------------------------------------ API keys
+    def create_key(self, name: str, scopes: Sequence[str]) -> tuple[ApiKey, str]:
+        """A new API key with ``scopes`` (``predict``, ``feedback``, ``admin``): its record and the full key.
+
+        The full key is returned this once and never stored; keep it somewhere safe.
+        """
+        return self.keys.create(name, scopes, self.user)
+
+    def list_keys(self, *, include_revoked: bool = True) -> list[ApiKey]:
+        """Every API key (without secrets), oldest first."""
+        return self.keys.list_keys(include_revoked=include_revoked)
+
+    def revoke_key(self, name: str) -> ApiKey:
+        """Revoke the active API key called ``name``; servers refuse it within a few seconds."""
+        return self.keys.revoke(name)
+
+    def verify_key(self, plaintext: str) -> ApiKey | None:
+        """The active key that ``plaintext`` is, or ``None`` if it is malformed, unknown, wrong or revoked."""
+        return self.keys.verify(plaintext)
+
 
 # ---------------------------------------------------------------------- helpers
 def _version_number(version: Any) -> int:
     if isinstance(version, bool) or not isinstance(version, (int, str, np.integer)):
         raise InvalidInput(f"a version is a whole number from 1, got {version!r}")
     text = str(version)
-    if not text.isdigit() or int(text) < 1:
-        raise InvalidInput(f"a version is a whole number from 1, got {version!r}")
+    if not text.isdigit() or not 1 <= int(text) <= MAX_VERSION:
+        raise InvalidInput(f"a version is a whole number from 1 to {MAX_VERSION}, got {version!r}")
     return int(text)
 
 

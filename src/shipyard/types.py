@@ -9,6 +9,7 @@ from shipyard.errors import InvalidName, InvalidReference
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 DEFAULT_ALIAS = "production"
+MAX_VERSION = 2**31 - 1
 
 
 def validate_name(name: str, kind: str = "model") -> str:
@@ -55,8 +56,8 @@ class ModelRef:
             validate_name(self.alias, "alias")
         if self.version is not None and self.alias is not None:
             raise InvalidReference("a model reference takes a version or an alias, not both")
-        if self.version is not None and self.version < 1:
-            raise InvalidReference(f"version numbers start at 1, got {self.version}")
+        if self.version is not None and not 1 <= self.version <= MAX_VERSION:
+            raise InvalidReference(f"version numbers run from 1 to {MAX_VERSION}, got {self.version}")
 
     @classmethod
     def parse(cls, ref: str | ModelRef) -> ModelRef:

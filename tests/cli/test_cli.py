@@ -294,7 +294,8 @@ def test_demo(tmp_path: Path) -> None:
     sample = home / "demo" / "transactions.csv"
     assert sample.is_file()
     # The printed predict line works as copied.
-    predict_line = next(line.strip() for line in demo.out.splitlines() if line.strip().startswith("shipyard predict"))
+    predict_line = next(line.strip() for line in demo.out.splitlines() if " predict fraud@production " in line)
+    assert Path(shlex.split(predict_line)[0]).name == "shipyard"  # the command itself, or its path
     copied = shlex.split(predict_line)
     output = Path(copied[copied.index("--output") + 1])
 

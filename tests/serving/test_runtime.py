@@ -64,7 +64,7 @@ def test_sigterm_finishes_in_flight_requests(start_server: Callable[..., Any], f
 
     X, y = fraud_data
     numeric = X[["amount", "hour"]]
-    forest = RandomForestClassifier(n_estimators=300, random_state=0, n_jobs=1).fit(numeric, y)
+    forest = RandomForestClassifier(n_estimators=1000, random_state=0, n_jobs=1).fit(numeric, y)
     shipyard.register(forest, "forest", X=numeric, y=y)
     server = start_server("forest")
     big = {"instances": _rows(pd.concat([numeric] * 25, ignore_index=True), 10_000)}

@@ -69,6 +69,12 @@ class LoadedModel(ABC):
         """Class probabilities, one row per input row and one column per class."""
         raise InvalidInput(f"this {self.flavor} model does not give probabilities; use predict instead")
 
+    def predict_with_proba(self, features: Features) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]:
+        """Predictions and (where the model has them) probabilities of the same rows, in as few calls as the
+        model allows."""
+        proba = self.predict_proba(features) if self.has_predict_proba else None
+        return self.predict(features), proba
+
     def partial_fit(self, features: Features, targets: Sequence[Any] | np.ndarray[Any, Any]) -> None:
         """Update the model in place with a batch of labelled rows."""
         raise InvalidInput(f"this {self.flavor} model cannot learn incrementally")

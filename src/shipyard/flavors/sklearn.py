@@ -14,11 +14,42 @@ from shipyard.errors import InvalidInput, UntrustedTypes
 from shipyard.flavors.base import Dumped, Features, Flavor, LoadedModel, class_paths
 from shipyard.flavors.trust import declared_types, untrusted
 
+# Classifiers whose predict() is by definition classes_[argmax(predict_proba())], so one call gives both.
+_ARGMAX_CLASSIFIERS = frozenset(
+    {
+        "DecisionTreeClassifier",
+        "ExtraTreeClassifier",
+        "ExtraTreesClassifier",
+        "GaussianNB",
+        "GradientBoostingClassifier",
+        "HistGradientBoostingClassifier",
+        "LogisticRegression",
+        "LogisticRegressionCV",
+        "RandomForestClassifier",
+    }
+)
+
 
 class SklearnModel(LoadedModel):
     """A loaded scikit-learn estimator or pipeline."""
 
     flavor = "sklearn"
+
+    def __init__(self, model: Any) -> None:
+        super().__init__(model)
+        final = model.steps[-1][1] if hasattr(model, "steps") else model
+        classes = getattr(model, "classes_", None)
+        self._argmax_classes = (
+            np.asarray(classes)
+            if type(final).__name__ in _ARGMAX_CLASSIFIERS and classes is not None and np.ndim(classes) == 1
+            else None
+        )
+
+    def predict_with_proba(self, features: Features) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]:
+        if self._argmax_classes is None:
+            return super().predict_with_proba(features)
+        proba = np.asarray(self.model.predict_proba(features))
+        return self._argmax_classes[np.argmax(proba, axis=1)], proba
 
     def predict(self, features: Features) -> np.ndarray[Any, Any]:
         return np.asarray(self.model.predict(features))

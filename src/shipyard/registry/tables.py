@@ -86,3 +86,26 @@ alias_history = Table(
     Column("at", DateTime(timezone=True), nullable=False),
     Index("ix_alias_history_model_alias", "model_id", "alias", "id"),
 )
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(63), nullable=False),
+    Column("key_id", String(16), nullable=False, unique=True),
+    Column("salt", String(32), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("scopes", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(255), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
+)
+# A name belongs to at most one active (not revoked) key; revoked keys keep their rows for the audit trail.
+Index(
+    "uq_api_keys_active_name",
+    api_keys.c.name,
+    unique=True,
+    sqlite_where=api_keys.c.revoked_at.is_(None),
+    postgresql_where=api_keys.c.revoked_at.is_(None),
+)

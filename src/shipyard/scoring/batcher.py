@@ -4,7 +4,8 @@ A request that arrives while the model is idle runs at once, so a lone client pa
 Requests that arrive while a batch is computing queue up and go together in the next call, up to
 ``max_batch_size`` rows; ``max_wait_ms`` (default 0) can hold a batch open a little longer to fill it.
 If a merged call fails, each request of the batch is retried alone, so a bad row fails only its own
-request.
+request. Model calls run on a dedicated thread, except for models whose calls are measured to take
+less than ``inline_below_ms``: handing those to a thread would cost more than the call itself.
 """
 
 from __future__ import annotations
@@ -63,13 +64,18 @@ def _concat(parts: list[Features]) -> Features:
     return np.concatenate([np.asarray(p) for p in parts])
 
 
+def _expire(future: asyncio.Future[Scores]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
 class MicroBatcher:
     """Merges concurrent ``submit`` calls into model calls of at most ``max_batch_size`` rows.
 
     >>> import asyncio, numpy as np
     >>> batcher = MicroBatcher(lambda x: Scores(np.asarray(x).sum(axis=1)), max_batch_size=8)
     >>> async def main():
-    ...     results = await asyncio.gather(*(batcher.submit(np.array([[i, i]])) for i in range(5)))
+    ...     results = await asyncio.gather(*[batcher.submit(np.array([[i, i]])) for i in range(5)])
     ...     return [r.predictions.tolist() for r in results]
     >>> asyncio.run(main())
     [[0], [2], [4], [6], [8]]
@@ -81,26 +87,36 @@ class MicroBatcher:
         *,
         max_batch_size: int = 64,
         max_wait_ms: float = 0.0,
+        inline_below_ms: float = 1.0,
         observer: Callable[[BatchStats], None] | None = None,
     ) -> None:
         self._score = score
         self.max_batch_size = max(1, max_batch_size)
         self.max_wait = max(0.0, max_wait_ms) / 1000.0
         self._observer = observer
+        self.inline_below = inline_below_ms / 1000.0
+        self.typical_call: float | None = None  # moving average of a model call's duration, in seconds
         self._queue: deque[_Pending] = deque()
         self._running = False
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shipyard-model")
 
-    async def submit(self, features: Features) -> Scores:
-        """Score ``features`` (already validated), possibly together with other requests."""
+    def submit(self, features: Features, timeout: float | None = None) -> asyncio.Future[Scores]:
+        """Queue ``features`` (already validated); the future gets their scores, or ``TimeoutError``."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Scores] = loop.create_future()
         self._queue.append(_Pending(features, len(features), future, time.perf_counter()))
+        if timeout is not None:
+            handle = loop.call_later(timeout, _expire, future)
+            future.add_done_callback(lambda _: handle.cancel())
         if not self._running:
             self._running = True
             self._task = loop.create_task(self._drain())
-        return await future
+        return future
+
+    def record_call(self, seconds: float) -> None:
+        """Fold one model call's duration into the moving average that decides inline or threaded calls."""
+        self.typical_call = seconds if self.typical_call is None else 0.8 * self.typical_call + 0.2 * seconds
 
     def close(self) -> None:
         """Stop the model thread once the queued work is done."""
@@ -115,10 +131,14 @@ class MicroBatcher:
                 batch = self._take()
                 started = time.perf_counter()
                 try:
-                    scores = await loop.run_in_executor(self._executor, self._score_batch, batch)
+                    if self.typical_call is not None and self.typical_call < self.inline_below:
+                        scores = self._score_batch(batch)
+                    else:
+                        scores = await loop.run_in_executor(self._executor, self._score_batch, batch)
                 except Exception as exc:
                     if len(batch) == 1:
-                        batch[0].future.set_exception(exc)
+                        if not batch[0].future.done():
+                            batch[0].future.set_exception(exc)
                     else:
                         await self._score_one_by_one(batch)
                 else:
@@ -127,6 +147,7 @@ class MicroBatcher:
                         if not item.future.done():
                             item.future.set_result(scores.slice(offset, offset + item.rows))
                         offset += item.rows
+                self.record_call(time.perf_counter() - started)
                 if self._observer is not None:
                     self._observer(
                         BatchStats(

@@ -17,6 +17,7 @@ from shipyard.service import ModelService
 from shipyard.serving import errors, mlflow, native, v2
 from shipyard.serving.auth import AuthMiddleware
 from shipyard.serving.dataplane import DataPlane
+from shipyard.serving.fastpath import FastPredict
 from shipyard.serving.jsonio import json_response
 from shipyard.serving.metrics import ServerMetrics
 from shipyard.serving.middleware import ServingMiddleware
@@ -99,6 +100,7 @@ def create_app(settings: ServeSettings, service: ModelService) -> FastAPI:
     async def prometheus(request: Request) -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    app.add_middleware(FastPredict, dataplane=dataplane)
     app.add_middleware(AuthMiddleware, service=service, required=settings.auth_required())
     app.add_middleware(ServingMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     return app

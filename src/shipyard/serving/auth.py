@@ -1,19 +1,254 @@
-"""API-key authentication (being written): a pass-through until keys land."""
+"""API-key authentication and scopes, as one pure-ASGI layer that runs before routing.
+
+With auth on, every route except the health, metrics and docs routes needs a key, sent as
+``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. A missing, malformed, unknown or revoked key is
+answered with 401 (and ``WWW-Authenticate: Bearer``); a valid key without the route's scope with 403, both in
+the error shape of the route's protocol. An ``admin`` key may call every route.
+
+The server does not ask the database on every request: the row of each key id (its scopes, salt, hash and
+revocation) is cached for :data:`CACHE_SECONDS`, so a revoked key stops working within that time. Lookups run in
+a worker thread, one at a time per key id, so the event loop never waits on the database. The secret is checked
+against the cached hash on every request, in constant time. The key itself is never logged; the key's name is
+put into ``scope["state"]["api_key"]`` for the request logs.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
+
+import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from shipyard.errors import ShipyardError
+from shipyard.registry.keys import KeyStore, StoredKey, parse_key
 from shipyard.service import ModelService
+from shipyard.serving.errors import error_payload
+
+log = logging.getLogger("shipyard.serving.auth")
+
+CACHE_SECONDS = 2.0
+MAX_CACHED = 10_000
+TOUCH_SECONDS = 60.0
+
+PUBLIC_PATHS = frozenset(
+    {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/openapi.json",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/ping",
+        "/health",
+        "/version",
+    }
+)
+"""Routes that answer without a key (plus ``GET /v2``, the V2 server metadata)."""
+
+
+def required_scope(method: str, path: str) -> str | None:
+    """The scope a request needs, or ``None`` for a public route. Unknown routes need ``admin``.
+
+    >>> required_scope("POST", "/v1/models/fraud/predict"), required_scope("GET", "/v2/models/fraud")
+    ('predict', 'predict')
+    >>> required_scope("POST", "/v1/feedback"), required_scope("POST", "/admin/reload")
+    ('feedback', 'admin')
+    >>> required_scope("GET", "/healthz"), required_scope("GET", "/v2"), required_scope("GET", "/secret")
+    (None, None, 'admin')
+    """
+    if path in PUBLIC_PATHS or (path in ("/v2", "/v2/") and method in ("GET", "HEAD")):
+        return None
+    if _under(path, "/admin"):
+        return "admin"
+    if _under(path, "/v1/feedback"):
+        return "feedback"
+    if _under(path, "/v1/models") or _under(path, "/v2/models") or path.endswith("/invocations"):
+        return "predict"
+    return "admin"
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def presented_key(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The key sent with ``Authorization: Bearer`` or else ``X-API-Key``, or ``None``.
+
+    >>> presented_key([(b"authorization", b"Bearer sy_x_y")]), presented_key([(b"x-api-key", b" k ")])
+    ('sy_x_y', 'k')
+    """
+    bearer = api_key = None
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").strip().partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                bearer = token.strip()
+        elif name == b"x-api-key" and value.strip():
+            api_key = value.decode("latin-1").strip()
+    return bearer or api_key
+
+
+@dataclass(frozen=True)
+class _Cached:
+    stored: StoredKey | None
+    expires: float
 
 
 class AuthMiddleware:
-    """Checks the API key and scope of every request that needs one."""
+    """Checks the API key and scope of every request that needs one; passes everything when not ``required``."""
 
-    def __init__(self, app: ASGIApp, *, service: ModelService, required: bool) -> None:
+    def __init__(
+        self, app: ASGIApp, *, service: ModelService, required: bool, cache_seconds: float = CACHE_SECONDS
+    ) -> None:
         self.app = app
         self.service = service
         self.required = required
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, _Cached] = {}
+        self._pending: dict[str, asyncio.Task[StoredKey | None]] = {}
+        self._touched: dict[str, float] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def keys(self) -> KeyStore:
+        return self.service.keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.required or scope["type"] == "lifespan":
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":  # no websocket routes; refuse rather than pass unchecked
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        method: str = scope["method"]
+        path: str = scope["path"]
+        needed = required_scope(method, path)
+        if needed is None:
+            await self.app(scope, receive, send)
+            return
+        plaintext = presented_key(scope["headers"])
+        if plaintext is None:
+            await self._deny(
+                send,
+                path,
+                401,
+                f"{method} {path} needs an API key: send the header 'Authorization: Bearer <key>' "
+                f"(or 'X-API-Key: <key>'); create one with 'shipyard keys create --name NAME --scope {needed}'",
+            )
+            return
+        parsed = parse_key(plaintext)
+        if parsed is None:
+            await self._deny(
+                send,
+                path,
+                401,
+                "the API key is not valid: shipyard keys look like sy_<key id>_<secret>; "
+                "check that the whole key was sent",
+            )
+            return
+        key_id, secret = parsed
+        try:
+            stored = await self._lookup(key_id)
+        except ShipyardError as exc:
+            log.warning("cannot check API key %s: %s", key_id, exc.message)
+            await self._deny(send, path, 503, f"cannot check the API key now: {exc.message}", "StorageError")
+            return
+        if stored is None or not stored.matches(secret):
+            log.debug("refused unknown key id or wrong secret for key id %s on %s %s", key_id, method, path)
+            await self._deny(
+                send,
+                path,
+                401,
+                "the API key is not valid (unknown key id or wrong secret); check it, or create a "
+                "new one with 'shipyard keys create'",
+            )
+            return
+        key = stored.key
+        if key.revoked_at is not None:
+            await self._deny(
+                send,
+                path,
+                401,
+                f"the API key {key.name!r} was revoked on {key.revoked_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC; "
+                "ask for a new one ('shipyard keys create')",
+            )
+            return
+        if not key.allows(needed):
+            await self._deny(
+                send,
+                path,
+                403,
+                f"the API key {key.name!r} has the scopes {', '.join(key.scopes)}, but {method} "
+                f"{path} needs the scope {needed!r}; use a key created with --scope {needed}",
+                "Forbidden",
+            )
+            return
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["api_key"] = key.name
+        self._touch_later(key_id)
         await self.app(scope, receive, send)
+
+    # ------------------------------------------------------------------ key rows, cached
+    async def _lookup(self, key_id: str) -> StoredKey | None:
+        cached = self._cache.get(key_id)
+        if cached is not None and cached.expires > time.monotonic():
+            return cached.stored
+        task = self._pending.get(key_id)
+        if task is None:
+            task = asyncio.create_task(self._fetch(key_id))
+            task.add_done_callback(_retrieve)
+            self._pending[key_id] = task
+        return await asyncio.shield(task)
+
+    async def _fetch(self, key_id: str) -> StoredKey | None:
+        try:
+            stored = await asyncio.to_thread(self.keys.find, key_id)
+        finally:
+            self._pending.pop(key_id, None)
+        now = time.monotonic()
+        if len(self._cache) >= MAX_CACHED:
+            self._cache = {k: v for k, v in self._cache.items() if v.expires > now}
+            if len(self._cache) >= MAX_CACHED:
+                self._cache.clear()
+        self._cache[key_id] = _Cached(stored, now + self.cache_seconds)
+        return stored
+
+    def _touch_later(self, key_id: str) -> None:
+        """Record the key's use in the background, at most once a minute per key and process."""
+        now = time.monotonic()
+        if now - self._touched.get(key_id, -TOUCH_SECONDS) < TOUCH_SECONDS:
+            return
+        if len(self._touched) >= MAX_CACHED:
+            self._touched.clear()
+        self._touched[key_id] = now
+        task = asyncio.create_task(asyncio.to_thread(self._touch, key_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _touch(self, key_id: str) -> None:
+        try:
+            self.keys.touch(key_id)
+        except Exception as exc:  # a read-only registry must not break requests
+            log.debug("could not record the use of key id %s: %s", key_id, type(exc).__name__)
+
+    # ------------------------------------------------------------------ answers
+    async def _deny(self, send: Send, path: str, status: int, message: str, kind: str = "Unauthorized") -> None:
+        body = orjson.dumps(error_payload(path, status, message, kind))
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark a lookup's failure as seen even if every request waiting on it went away."""
+    if not task.cancelled():
+        task.exception()

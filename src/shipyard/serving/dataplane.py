@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -77,9 +76,7 @@ class DataPlane:
             )
         served = await self.repository.get(name, version=version, alias=alias)
         try:
-            scores = await asyncio.wait_for(
-                served.score(data, allow_extra=allow_extra), timeout=self.settings.timeout_s
-            )
+            scores = await served.score(data, allow_extra=allow_extra, timeout=self.settings.timeout_s)
         except TimeoutError:
             raise RequestTimeout(
                 f"the prediction took longer than {self.settings.timeout_s:g} s; send fewer rows or raise --timeout"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -12,6 +13,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shipyard.serving.metrics import ServerMetrics
 
 REQUEST_ID_HEADER = b"x-request-id"
+_ID_PREFIX = os.urandom(6).hex()
+_ID_COUNTER = itertools.count(1)
 
 
 def _error_body(path: str, message: str) -> bytes:
@@ -45,7 +48,7 @@ class ServingMiddleware:
                 request_id = value.decode("latin-1")[:128]
             elif key == b"content-length":
                 length = int(value) if value.isdigit() else None
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or f"{_ID_PREFIX}{next(_ID_COUNTER):010x}"
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
         header = (REQUEST_ID_HEADER, request_id.encode("latin-1"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter
@@ -60,17 +61,34 @@ def prediction_payload(prediction: Prediction, request_id: str) -> dict[str, Any
     return payload
 
 
+async def predict_json(
+    dataplane: DataPlane, name: str, version: int | None, body: dict[str, Any], allow_extra: bool, state: dict[str, Any]
+) -> dict[str, Any]:
+    """The native predict answer for a parsed body; shared by the FastAPI route and the fast path."""
+    if name in dataplane.repository.deployments:  # only served names become metric labels
+        state["model"] = name
+    prediction = await dataplane.predict(name, rows_from_body(body), version=version, allow_extra=allow_extra)
+    state["version"] = prediction.version
+    return prediction_payload(prediction, state["request_id"])
+
+
+def allow_extra_flag(query: str) -> bool:
+    """Whether ``?allow_extra=true`` is in a query string."""
+    if "allow_extra=" not in query:
+        return False
+    values = [part.split("=", 1)[1] for part in query.split("&") if part.startswith("allow_extra=")]
+    return any(value.lower() in ("1", "true", "yes") for value in values)
+
+
 def router(dataplane: DataPlane) -> APIRouter:
     """The native routes over ``dataplane``."""
     api = APIRouter(tags=["native"])
 
     async def _predict(request: Request, name: str, version: int | None) -> Response:
         body = await read_object(request)
-        allow_extra = request.query_params.get("allow_extra", "").lower() in ("1", "true", "yes")
-        request.state.model = name
-        prediction = await dataplane.predict(name, rows_from_body(body), version=version, allow_extra=allow_extra)
-        request.state.version = prediction.version
-        return json_response(prediction_payload(prediction, request.state.request_id))
+        state = request.scope.setdefault("state", {})
+        payload = await predict_json(dataplane, name, version, body, allow_extra_flag(request.url.query), state)
+        return json_response(payload)
 
     @api.post("/v1/models/{name}/predict", openapi_extra=PREDICT_BODY, summary="Predict with the served version")
     async def predict(request: Request, name: str) -> Response:
@@ -103,8 +121,8 @@ def router(dataplane: DataPlane) -> APIRouter:
     async def describe(name: str) -> Response:
         repo = dataplane.repository
         served = repo.current(name)
-        registered = repo.service.get_model(name)
-        versions = repo.service.list_versions(name)
+        registered = await asyncio.to_thread(repo.service.get_model, name)
+        versions = await asyncio.to_thread(repo.service.list_versions, name)
         return json_response(
             {
                 "name": name,

@@ -60,21 +60,26 @@ class ServedModel:
         return self.model.info
 
     def _score(self, features: Features) -> Scores:
-        loaded = self.model.loaded
-        predictions = np.asarray(loaded.predict(features))
-        probabilities = np.asarray(loaded.predict_proba(features)) if loaded.has_predict_proba else None
-        return Scores(predictions, probabilities)
+        predictions, probabilities = self.model.loaded.predict_with_proba(features)
+        return Scores(np.asarray(predictions), None if probabilities is None else np.asarray(probabilities))
 
     def warm_up(self) -> None:
-        """One prediction on the stored input example, so the first request pays no first-call costs."""
+        """Predictions on the stored input example, so the first request pays no first-call costs.
+
+        The timings seed the batcher's choice between calling the model inline or on its thread.
+        """
         example = self.info.input_example
         if example:
-            self._score(self.model.prepare(example[:1]))
+            features = self.model.prepare(example[:1])
+            for _ in range(3):
+                started = time.perf_counter()
+                self._score(features)
+                self.batcher.record_call(time.perf_counter() - started)
 
-    async def score(self, data: Any, *, allow_extra: bool = False) -> Scores:
-        """Validate ``data`` against the signature and score it through the batcher."""
+    def score(self, data: Any, *, allow_extra: bool = False, timeout: float | None = None) -> asyncio.Future[Scores]:
+        """Validate ``data`` against the signature and queue it on the batcher; the future gets the scores."""
         features = self.model.prepare(data, allow_extra=allow_extra)
-        return await self.batcher.submit(features)
+        return self.batcher.submit(features, timeout)
 
     def close(self) -> None:
         self.batcher.close()
@@ -175,6 +180,7 @@ class ModelRepository:
         if alias is not None:
             version = await self._resolve_alias(name, alias)
         assert version is not None
+        ModelRef(name, version=version)  # range check: a clear 400 instead of a database error
         current = deployment.current
         if current is not None and current.version == version:
             return current
