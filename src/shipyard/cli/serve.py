@@ -52,7 +52,21 @@ def serve(
             max_wait_ms=settings.batching.max_wait_ms if max_wait_ms is None else max_wait_ms,
         )
     _check_refs(settings.refs)
+    if settings.auth_required():
+        _warn_without_keys()
     run_server(settings, log_level=log_level)
+
+
+def _warn_without_keys() -> None:
+    """With auth on and no active key, every request would get 401: say so before starting."""
+    import shipyard
+
+    if not shipyard.connect().list_keys(include_revoked=False):
+        typer.echo(
+            "warning: API keys are required but none is active, so every request will be refused with 401; "
+            "create one with 'shipyard keys create --name app --scope predict'",
+            err=True,
+        )
 
 
 def _check_refs(refs: list[str]) -> None:
