@@ -71,11 +71,10 @@ def _rows(rows: Any) -> dict[str, Any]:
 
 
 class Client:
-    """Talks to a shipyard server's native protocol.
+    """Talks to a shipyard server's native protocol::
 
-    >>> client = Client("http://127.0.0.1:8000", api_key="sy_...")   # doctest: +SKIP
-    >>> client.predict("fraud", [{"amount": 12.5, "hour": 3}])        # doctest: +SKIP
-    [0]
+        client = Client("http://127.0.0.1:8000", api_key="sy_...")
+        client.predict("fraud", [{"amount": 12.5, "hour": 3}])      # [0]
     """
 
     def __init__(self, url: str, *, api_key: str | None = None, timeout: float = 30.0) -> None:
