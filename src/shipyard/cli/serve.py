@@ -59,9 +59,16 @@ def serve(
 
 def _warn_without_keys() -> None:
     """With auth on and no active key, every request would get 401: say so before starting."""
-    import shipyard
+    from shipyard.config import Settings
+    from shipyard.registry.keys import KeyStore
+    from shipyard.registry.store import MetadataStore
 
-    if not shipyard.connect().list_keys(include_revoked=False):
+    store = MetadataStore(Settings().resolved_registry_url())
+    try:
+        active = KeyStore(store).list_keys(include_revoked=False)
+    finally:
+        store.close()
+    if not active:
         typer.echo(
             "warning: API keys are required but none is active, so every request will be refused with 401; "
             "create one with 'shipyard keys create --name app --scope predict'",
@@ -70,16 +77,26 @@ def _warn_without_keys() -> None:
 
 
 def _check_refs(refs: list[str]) -> None:
-    """Fail fast, with the registry's own message, on a reference that does not resolve."""
-    import shipyard
-    from shipyard.errors import ShipyardError
+    """Fail fast, with the registry's own message, on a reference that does not resolve.
 
-    if refs:
-        for ref in refs:
-            shipyard.resolve(ref)
-        return
-    if not any("production" in m.aliases for m in shipyard.list_models()):
-        raise ShipyardError(
-            "no model has a production alias to serve; name models to serve (shipyard serve fraud) or set one "
-            "with 'shipyard alias set NAME production VERSION' (try 'shipyard demo')"
-        )
+    Only the metadata store is opened here: the workers load the models, so this process stays small.
+    """
+    from shipyard.config import Settings
+    from shipyard.errors import ShipyardError
+    from shipyard.registry.store import MetadataStore
+    from shipyard.types import ModelRef
+
+    store = MetadataStore(Settings().resolved_registry_url())
+    try:
+        if refs:
+            for text in refs:
+                ref = ModelRef.parse(text)
+                store.resolve(ref.name, version=ref.version, alias=ref.alias)
+            return
+        if not any("production" in m.aliases for m in store.list_models()):
+            raise ShipyardError(
+                "no model has a production alias to serve; name models to serve (shipyard serve fraud) or set "
+                "one with 'shipyard alias set NAME production VERSION' (try 'shipyard demo')"
+            )
+    finally:
+        store.close()
