@@ -20,3 +20,14 @@ def test_migrated_schema_matches_the_tables_the_code_uses(backend: str, home: Pa
         differences = compare_metadata(context, metadata)
     assert differences == []
     service.store.close()
+
+
+def test_schema_head_constant_names_the_newest_migration() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from shipyard.registry.store import SCHEMA_HEAD
+
+    config = Config()
+    config.set_main_option("script_location", "shipyard.registry:migrations")
+    assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_HEAD

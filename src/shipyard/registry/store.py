@@ -408,11 +408,26 @@ def _make_engine(url: str) -> Engine:
     return engine
 
 
+SCHEMA_HEAD = "0002"
+"""The newest migration in ``migrations/versions`` (a test keeps the two in step)."""
+
+
+def _current_revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    except sa_exc.DBAPIError:
+        return None  # no schema yet, or the database is unreachable: the full path below says which
+
+
 def upgrade_schema(engine: Engine) -> None:
     """Bring the database schema to the newest Alembic revision, safely from many processes at once.
 
-    SQLite serialises the migration with ``BEGIN IMMEDIATE``; PostgreSQL with an advisory lock.
+    SQLite serialises the migration with ``BEGIN IMMEDIATE``; PostgreSQL with an advisory lock. A database
+    already at :data:`SCHEMA_HEAD` is recognised with one query, without importing Alembic.
     """
+    if _current_revision(engine) == SCHEMA_HEAD:
+        return
     from alembic import command
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
