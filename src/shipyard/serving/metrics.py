@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from shipyard.scoring.batcher import BatchStats
@@ -50,6 +52,17 @@ class ServerMetrics:
             registry=self.registry,
         )
         self.loaded = Gauge("shipyard_loaded_models", "Model versions loaded in this process.", registry=self.registry)
+        self._request_children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
+
+    def observe_request(self, model: str, version: str, route: str, status: str, seconds: float) -> None:
+        """Record one answered request (labelled children are cached: ``labels()`` is slow on the hot path)."""
+        key = (model, version, route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (self.requests.labels(*key), self.latency.labels(route))
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_batch(self, model: str, version: int, stats: BatchStats) -> None:
         """Record one model call."""

@@ -85,11 +85,13 @@ class ServingMiddleware:
         finally:
             self.metrics.in_flight.dec()
             route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            self.metrics.latency.labels(template).observe(time.perf_counter() - started)
-            self.metrics.requests.labels(
-                state.get("model", ""), str(state.get("version", "")), template, str(status_holder[0])
-            ).inc()
+            self.metrics.observe_request(
+                state.get("model", ""),
+                str(state.get("version", "")),
+                getattr(route, "path", "unmatched"),
+                str(status_holder[0]),
+                time.perf_counter() - started,
+            )
 
     async def _too_large(self, path: str, send: Send, size: int) -> None:
         message = (

@@ -6,14 +6,14 @@ import json
 import os
 from typing import Any
 
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from shipyard.serving.settings import ServeSettings
 
 SETTINGS_ENV = "SHIPYARD_SERVE_SETTINGS"
 
 
-def app_from_env() -> FastAPI:
+def app_from_env() -> ASGIApp:
     """The app factory each uvicorn worker calls: settings come from the parent through the environment."""
     from shipyard import connect
     from shipyard.serving.app import create_app
@@ -52,4 +52,5 @@ def serve(settings: ServeSettings, *, log_level: str = "info") -> None:
         access_log=False,
         timeout_graceful_shutdown=int(settings.timeout_s) + 5,
         server_header=False,
+        proxy_headers=False,  # client addresses are not used; skip the per-request header rewrite
     )
