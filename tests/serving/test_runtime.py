@@ -91,11 +91,19 @@ def test_sigterm_finishes_in_flight_requests(start_server: Callable[..., Any], f
 def test_two_workers_share_one_port(start_server: Callable[..., Any], fraud_model: Any) -> None:
     pipe, X = fraud_model
     server = start_server("fraud", "--workers", "2")
-    with httpx.Client(base_url=server.url, timeout=30) as client:
-        for _ in range(20):
+    for _ in range(20):  # a new connection each time, so both workers get some
+        with httpx.Client(base_url=server.url, timeout=30) as client:
             answer = client.post("/v1/models/fraud/predict", json={"instances": _rows(X, 5)})
             assert answer.status_code == 200
             assert answer.json()["predictions"] == pipe.predict(X.head(5)).tolist()
+    metrics = server.client.get("/metrics").text
+    counted = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("shipyard_requests_total{") and 'status="200"' in line and "predict" in line
+    )
+    assert counted == 20  # every worker's requests, whichever worker answers /metrics
+    assert "shipyard_loaded_models 2.0" in metrics  # one model in each of the two live workers
     assert server.stop(signal.SIGTERM, timeout=60) in (0, -signal.SIGTERM)
 
 

@@ -1,12 +1,19 @@
-"""Prometheus metrics of one server: requests, latency, batching, queue wait, in-flight, model loads."""
+"""Prometheus metrics of one server: requests, latency, batching, queue wait, in-flight, model loads.
+
+With several workers, ``shipyard serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` before they start: every
+worker then writes its values to files there, and ``/metrics`` on any worker reports the sum of all.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from shipyard.scoring.batcher import BatchStats
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -30,7 +37,12 @@ class ServerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.in_flight = Gauge("shipyard_in_flight_requests", "Requests being handled.", registry=self.registry)
+        self.in_flight = Gauge(
+            "shipyard_in_flight_requests",
+            "Requests being handled.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
         self.batch_size = Histogram(
             "shipyard_batch_rows",
             "Rows per model call after micro-batching.",
@@ -50,8 +62,14 @@ class ServerMetrics:
             "Seconds to load and warm up a model version.",
             ["model", "version"],
             registry=self.registry,
+            multiprocess_mode="max",
         )
-        self.loaded = Gauge("shipyard_loaded_models", "Model versions loaded in this process.", registry=self.registry)
+        self.loaded = Gauge(
+            "shipyard_loaded_models",
+            "Model versions loaded (summed over live workers).",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
         self._request_children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
 
     def observe_request(self, model: str, version: str, route: str, status: str, seconds: float) -> None:
@@ -76,5 +94,11 @@ class ServerMetrics:
         self.loaded.inc()
 
     def render(self) -> bytes:
-        """The text exposition format."""
+        """The text exposition format: this process's metrics, or every worker's when they share a directory."""
+        if os.environ.get(MULTIPROCESS_ENV):
+            from prometheus_client import multiprocess
+
+            combined = CollectorRegistry()
+            multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+            return bytes(generate_latest(combined))
         return bytes(generate_latest(self.registry))

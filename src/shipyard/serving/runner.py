@@ -37,9 +37,26 @@ def curl_example(settings: ServeSettings, name: str, example: list[Any] | None, 
 
 def serve(settings: ServeSettings, *, log_level: str = "info") -> None:
     """Start uvicorn and block until it stops (SIGTERM/SIGINT finish in-flight requests first)."""
+    import shutil
+    import tempfile
+
     import uvicorn
 
+    from shipyard.serving.metrics import MULTIPROCESS_ENV
+
     os.environ[SETTINGS_ENV] = settings.model_dump_json()
+    metrics_dir = None
+    if settings.workers > 1 and not os.environ.get(MULTIPROCESS_ENV):
+        metrics_dir = tempfile.mkdtemp(prefix="shipyard-metrics-")
+        os.environ[MULTIPROCESS_ENV] = metrics_dir  # the workers inherit it and write their values there
+    try:
+        _run_uvicorn(uvicorn, settings, log_level)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _run_uvicorn(uvicorn: Any, settings: ServeSettings, log_level: str) -> None:
     uvicorn.run(
         "shipyard.serving.runner:app_from_env",
         factory=True,
