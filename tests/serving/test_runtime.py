@@ -59,33 +59,38 @@ def test_alias_move_switches_version_under_load_without_failed_requests(
     assert server.client.get("/v1/models").json()["models"][0]["version"] == 2
 
 
-def test_sigterm_finishes_in_flight_requests(start_server: Callable[..., Any], fraud_data: Any, tmp_path: Any) -> None:
-    from sklearn.ensemble import RandomForestClassifier
+def test_sigterm_finishes_in_flight_requests(start_server: Callable[..., Any], fraud_model: Any) -> None:
+    import json
 
-    X, y = fraud_data
-    numeric = X[["amount", "hour"]]
-    forest = RandomForestClassifier(n_estimators=1000, random_state=0, n_jobs=1).fit(numeric, y)
-    shipyard.register(forest, "forest", X=numeric, y=y)
-    server = start_server("forest")
-    big = {"instances": _rows(pd.concat([numeric] * 25, ignore_index=True), 10_000)}
+    pipe, X = fraud_model
+    server = start_server("fraud")
+    body = json.dumps({"instances": _rows(X, 200)}).encode()
+    half_sent = threading.Event()
     result: dict[str, Any] = {}
+
+    def slow_body() -> Any:  # the client is still uploading when the signal comes
+        yield body[: len(body) // 2]
+        half_sent.set()
+        time.sleep(1.5)
+        yield body[len(body) // 2 :]
 
     def slow_request() -> None:
         with httpx.Client(base_url=server.url, timeout=60) as client:
-            result["answer"] = client.post("/v1/models/forest/predict", json=big)
+            result["answer"] = client.post(
+                "/v1/models/fraud/predict", content=slow_body(), headers={"content-type": "application/json"}
+            )
 
     thread = threading.Thread(target=slow_request)
     thread.start()
+    assert half_sent.wait(timeout=30)
     time.sleep(0.2)
-    assert thread.is_alive()  # the request is still being scored when the signal comes
     server.process.send_signal(signal.SIGTERM)
     thread.join(timeout=60)
     # uvicorn finishes the request, then re-raises SIGTERM so the exit status says how it stopped
     assert server.process.wait(timeout=60) in (0, -signal.SIGTERM)
     answer = result["answer"]
     assert answer.status_code == 200
-    assert len(answer.json()["predictions"]) == 10_000
-    assert answer.json()["predictions"][:50] == forest.predict(numeric.head(50)).tolist()
+    assert answer.json()["predictions"] == pipe.predict(X.head(200)).tolist()
 
 
 def test_two_workers_share_one_port(start_server: Callable[..., Any], fraud_model: Any) -> None:
