@@ -1,0 +1,60 @@
+"""Data sources read in bounded-memory chunks: CSV, Parquet, SQL (SQLAlchemy), DuckDB and DataFrames.
+
+>>> import pandas as pd
+>>> from shipyard.data import open_source
+>>> src = open_source(pd.DataFrame({"x": range(10)}))
+>>> [len(chunk) for chunk in src.iter_batches(3)]
+[3, 3, 3, 1]
+
+Submodules are imported on first use, so ``import shipyard.data`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from shipyard.data.base import DEFAULT_CHUNK_ROWS, Source
+
+if TYPE_CHECKING:
+    from shipyard.data.duck import DuckDBSource
+    from shipyard.data.files import CsvSource, ParquetSource
+    from shipyard.data.frame import FrameSource
+    from shipyard.data.schema import check_schema
+    from shipyard.data.sql import SqlSource
+    from shipyard.data.uri import open_source
+
+__all__ = [
+    "DEFAULT_CHUNK_ROWS",
+    "CsvSource",
+    "DuckDBSource",
+    "FrameSource",
+    "ParquetSource",
+    "Source",
+    "SqlSource",
+    "check_schema",
+    "open_source",
+]
+
+_LAZY = {
+    "CsvSource": "shipyard.data.files",
+    "ParquetSource": "shipyard.data.files",
+    "FrameSource": "shipyard.data.frame",
+    "SqlSource": "shipyard.data.sql",
+    "DuckDBSource": "shipyard.data.duck",
+    "check_schema": "shipyard.data.schema",
+    "open_source": "shipyard.data.uri",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'shipyard.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
