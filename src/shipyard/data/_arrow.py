@@ -149,3 +149,9 @@ def to_frames(tables: Iterable[pa.Table], metadata: dict[bytes, bytes] | None = 
         frame.index = pd.RangeIndex(start, start + len(frame))
         start += len(frame)
         yield frame
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (driver errors run on with context and SQL)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from shipyard.data._arrow import (
     DataSchemaError,
     check_chunk_rows,
+    first_line,
     is_string_like,
     plain_pandas_metadata,
     rechunk,
@@ -190,7 +191,7 @@ class ParquetSource(_FileSource):
         try:
             return pq.ParquetFile(path)
         except (pa.ArrowException, OSError) as exc:
-            raise InvalidInput(f"cannot read {path} as Parquet ({_first_line(exc)}); is it a Parquet file?") from None
+            raise InvalidInput(f"cannot read {path} as Parquet ({first_line(exc)}); is it a Parquet file?") from None
 
     def schema(self) -> pa.Schema:
         """The columns of the first file (all files share them), from the Parquet footer."""
@@ -214,7 +215,7 @@ class ParquetSource(_FileSource):
                 for batch in parquet.iter_batches(batch_size=chunk_rows, columns=columns, use_pandas_metadata=False):
                     yield batch if target is None else batch.select(columns).cast(target)
             except (pa.ArrowException, OSError) as exc:
-                raise InvalidInput(f"cannot read {path}: {_first_line(exc)}; the file may be damaged") from None
+                raise InvalidInput(f"cannot read {path}: {first_line(exc)}; the file may be damaged") from None
             finally:
                 parquet.close()
 
@@ -301,7 +302,7 @@ class CsvSource(_FileSource):
                                 convert_options=convert) as reader:
                 inferred = reader.schema
         except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"cannot read {first} as CSV ({_first_line(exc)}); is it a CSV file?") from None
+            raise InvalidInput(f"cannot read {first} as CSV ({first_line(exc)}); is it a CSV file?") from None
         unknown = [name for name in self._overrides if name not in inferred.names]
         if unknown:
             raise DataSchemaError([f"column_types names {name!r}, which {first} does not have" for name in unknown])
@@ -345,7 +346,7 @@ class CsvSource(_FileSource):
                                     self._schema.names, pa.string()))) as reader:
                 names = reader.schema.names
         except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"cannot read {path} as CSV ({_first_line(exc)}); is it a CSV file?") from None
+            raise InvalidInput(f"cannot read {path} as CSV ({first_line(exc)}); is it a CSV file?") from None
         first = self.files[0].name
         problems = [f"{path} has no column {n!r}, which {first} has" for n in self._schema.names if n not in names]
         problems += [f"{path} has a column {n!r} that {first} does not have" for n in names
@@ -379,7 +380,7 @@ _CSV_COLUMN = re.compile(r"In CSV column #(\d+): (?:Row #(\d+): )?CSV conversion
 
 
 def _csv_error(exc: BaseException, path: Path, rows_before: int, types: dict[str, pa.DataType]) -> Exception:
-    text = _first_line(exc)
+    text = first_line(exc)
     match = _CSV_COLUMN.search(text)
     if match:
         index, row, target, value = match.groups()
@@ -392,9 +393,4 @@ def _csv_error(exc: BaseException, path: Path, rows_before: int, types: dict[str
             "fix that value"
         ])
     return InvalidInput(f"cannot read {path} as CSV after row {rows_before}: {text}")
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
