@@ -119,11 +119,14 @@ def register(
     model_description: str | None = None,
     model_tags: Mapping[str, Any] | None = None,
     trusted_types: Sequence[str] = (),
+    parent: int | None = None,
+    lineage: Mapping[str, Any] | None = None,
 ) -> ModelVersion:
     """Register a fitted model as the next version of ``name``; ``X``/``y`` give its signature.
 
     ``tags`` and ``description`` belong to the new version; ``model_tags`` and ``model_description`` to the
-    model as a whole.
+    model as a whole. ``parent`` names the version of ``name`` it was trained from and ``lineage`` the
+    data it was trained on (see :mod:`shipyard.training`).
     """
     return connect().register(
         model,
@@ -137,6 +140,8 @@ def register(
         model_description=model_description,
         model_tags=model_tags,
         trusted_types=trusted_types,
+        parent=parent,
+        lineage=lineage,
     )
 
 

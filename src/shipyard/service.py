@@ -81,14 +81,23 @@ class ModelService:
         model_tags: Mapping[str, Any] | None = None,
         flavor: str | None = None,
         trusted_types: Sequence[str] = (),
+        parent: int | None = None,
+        lineage: Mapping[str, Any] | None = None,
     ) -> ModelVersion:
         """Store ``model`` as the next version of ``name`` and return that version.
 
         ``X`` (and ``y``) give the signature and a stored input example. ``model_description`` and
         ``model_tags`` describe the model as a whole (tags are merged into its existing ones). The version
         appears in the registry only once its artifact is fully written and hashed.
+
+        ``parent`` is the version of the same model this one was trained from (it must exist), and
+        ``lineage`` a JSON record of the data it was trained on (source, fingerprint, files, watermark).
         """
         validate_name(name, "model")
+        parent_version = None if parent is None else _version_number(parent)
+        if parent_version is not None:
+            self.store.get_version(name, parent_version)  # fail before writing the artifact
+        clean_lineage = _json_safe(dict(lineage or {}))
         chosen = self.flavors.get(flavor) if flavor else self.flavors.for_model(model)
         if signature is None and X is not None:
             signature = Signature.infer(X, y)
@@ -119,6 +128,8 @@ class ModelService:
             flavor_meta=_json_safe(dumped.meta),
             environment=_environment(chosen),
             description=description,
+            parent_version=parent_version,
+            lineage=clean_lineage,
         )
         try:
             return self.store.add_version(

@@ -18,6 +18,7 @@ import shipyard
 from shipyard.errors import (
     AliasNotFound,
     IntegrityError,
+    InvalidInput,
     InvalidName,
     InvalidReference,
     ModelNotFound,
@@ -370,3 +371,55 @@ def test_custom_classes_are_refused_at_registration_naming_the_class(service: sh
     assert any(t.endswith(".HomeMadeScaler") for t in caught.value.types)
     with pytest.raises(ModelNotFound):
         service.get_model("custom")
+
+
+# ---------------------------------------------------------------------- lineage
+def test_versions_record_their_parent_and_lineage(service: shipyard.ModelService, home: Path) -> None:
+    first = service.register(_line(1.0), "fraud")
+    assert (first.parent_version, first.parent_ref, first.lineage) == (None, None, {})
+    lineage = {
+        "source": "data/*.parquet",
+        "fingerprint": "ab" * 32,
+        "files": ["data/a.parquet", "data/b.parquet"],
+        "watermark": {"column": "ts", "max": "2026-12-01T00:00:00"},
+        "rows": np.int64(1200),  # numpy values are stored as plain JSON
+    }
+    child = service.register(_line(2.0), "fraud", parent=1, lineage=lineage)
+    assert (child.version, child.parent_version, child.parent_ref) == (2, 1, "fraud:1")
+    expected = {**lineage, "rows": 1200}
+    assert child.lineage == expected
+    for found in (service.resolve("fraud:2"), service.list_versions("fraud")[0], service.load("fraud:2").info):
+        assert (found.parent_version, found.lineage) == (1, expected)
+    assert service.resolve("fraud:1").parent_version is None
+
+
+def test_a_missing_parent_is_refused_and_nothing_is_written(service: shipyard.ModelService, home: Path) -> None:
+    service.register(_line(1.0), "fraud")
+    service.register(_line(1.0), "other")
+    service.register(_line(1.0), "other")
+    with pytest.raises(VersionNotFound, match="'fraud' has no version 2"):
+        service.register(_line(2.0), "fraud", parent=2)  # version 2 exists, but of another model
+    with pytest.raises(ModelNotFound):
+        service.register(_line(2.0), "new", parent=1)  # a first version cannot have a parent
+    with pytest.raises(InvalidInput, match="whole number"):
+        service.register(_line(2.0), "fraud", parent=0)
+    assert [v.version for v in service.list_versions("fraud")] == [1]
+    with pytest.raises(ModelNotFound):
+        service.get_model("new")
+    assert len(list((home / "artifacts").rglob("*.skops"))) == 3  # no orphaned artifact
+
+
+def test_the_store_checks_the_parent_inside_the_registering_transaction(service: shipyard.ModelService) -> None:
+    """Even a caller that skips the service's early check cannot record a parent that does not exist."""
+    from shipyard.registry import NewVersion
+
+    service.register(_line(1.0), "fraud")
+    new = NewVersion(flavor="sklearn", artifact_uri="memory://x", sha256="0" * 64, size_bytes=1, creator="t",
+                     parent_version=5)
+    with pytest.raises(VersionNotFound):
+        service.store.add_version("fraud", new)
+    with pytest.raises(VersionNotFound):
+        service.store.add_version("brand-new", new)
+    assert service.get_model("fraud").latest_version == 1
+    with pytest.raises(ModelNotFound):
+        service.get_model("brand-new")

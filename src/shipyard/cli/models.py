@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from shipyard.registry import ModelVersion
 
 SHA_SHOWN = 12
+FILES_SHOWN = 5
 
 app = typer.Typer(
     help="List, inspect and register models.",
@@ -44,12 +45,42 @@ def list_models() -> None:
     out.print(result)
 
 
+def lineage_text(lineage: dict[str, Any]) -> str:
+    """A version's lineage in one readable cell: source, fingerprint prefix, files consumed, watermark.
+
+    >>> lineage_text({"source": "data/", "fingerprint": "ab" * 32, "files": ["data/a.csv", "data/b.csv"]})
+    'source=data/, fingerprint=abababababab, files (2): data/a.csv, data/b.csv'
+    >>> lineage_text({"watermark": {"column": "ts", "max": "2024-05-01"}})
+    'watermark ts=2024-05-01'
+    >>> lineage_text({})
+    ''
+    """
+    parts: list[str] = []
+    for key, value in lineage.items():
+        if key == "fingerprint" and isinstance(value, str):
+            parts.append(f"fingerprint={value[:SHA_SHOWN]}")
+        elif key == "watermark" and isinstance(value, dict):
+            parts.append(f"watermark {value.get('column')}={value.get('max')}")
+        elif isinstance(value, list):
+            shown = ", ".join(str(v) for v in value[:FILES_SHOWN])
+            more = f", ... ({len(value) - FILES_SHOWN} more)" if len(value) > FILES_SHOWN else ""
+            parts.append(f"{key} ({len(value)}): {shown}{more}")
+        elif isinstance(value, dict):
+            parts.append(f"{key}: {pairs(value)}")
+        elif value is not None:
+            parts.append(f"{key}={value}")
+    return ", ".join(parts)
+
+
 def versions_table(versions: list[ModelVersion], title: str | None = None) -> Table:
-    """A table of versions: flavor, when, who, hash prefix, size, metrics and aliases."""
-    result = table("Version", "Flavor", "Created", "Creator", "SHA-256", "Size", "Metrics", "Aliases", title=title)
+    """A table of versions: parent, flavor, when, who, hash prefix, size, metrics and aliases."""
+    result = table(
+        "Version", "Parent", "Flavor", "Created", "Creator", "SHA-256", "Size", "Metrics", "Aliases", title=title
+    )
     for mv in versions:
         result.add_row(
             cell(mv.version),
+            cell(mv.parent_version),
             cell(mv.flavor),
             cell(when(mv.created_at)),
             cell(mv.creator),
@@ -117,6 +148,8 @@ def show(
         details.add_row(cell(f"v{chosen.version} description"), cell(chosen.description))
         details.add_row(cell(f"v{chosen.version} tags"), cell(pairs(chosen.tags)))
         details.add_row(cell(f"v{chosen.version} sha256"), cell(chosen.sha256))
+        details.add_row(cell(f"v{chosen.version} parent"), cell(chosen.parent_ref))
+        details.add_row(cell(f"v{chosen.version} lineage"), cell(lineage_text(chosen.lineage)))
     out.print(details)
     out.print(versions_table(versions, title="Versions"))
     if chosen is not None:

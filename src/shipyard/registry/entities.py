@@ -28,11 +28,21 @@ class ModelVersion:
     environment: dict[str, str] = field(default_factory=dict)
     description: str = ""
     aliases: tuple[str, ...] = ()
+    parent_version: int | None = None
+    """The version of the same model this one was trained from (incremental training, snapshots)."""
+    lineage: dict[str, Any] = field(default_factory=dict)
+    """The data this version was trained on: source URI, its fingerprint, and what was consumed
+    (e.g. ``{"source": "data/", "fingerprint": "...", "files": [...]}`` or a ``watermark``)."""
 
     @property
     def ref(self) -> str:
         """The pinned reference of this version, e.g. ``fraud:3``."""
         return f"{self.name}:{self.version}"
+
+    @property
+    def parent_ref(self) -> str | None:
+        """The pinned reference of the parent version, e.g. ``fraud:2``, or ``None``."""
+        return None if self.parent_version is None else f"{self.name}:{self.parent_version}"
 
 
 @dataclass(frozen=True)
@@ -78,3 +88,5 @@ class NewVersion:
     flavor_meta: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    parent_version: int | None = None
+    lineage: dict[str, Any] = field(default_factory=dict)

@@ -134,6 +134,8 @@ class MetadataStore:
         now = utcnow()
         with self._write() as conn:
             model_id = self._get_or_create_model(conn, name, now)
+            if new.parent_version is not None:
+                self._require_parent(conn, model_id, name, new.parent_version)
             number = conn.execute(
                 update(models)
                 .where(models.c.id == model_id)
@@ -166,6 +168,8 @@ class MetadataStore:
                     description=new.description,
                     creator=new.creator,
                     created_at=now,
+                    parent_version=new.parent_version,
+                    lineage=new.lineage,
                 )
             )
         return ModelVersion(
@@ -185,7 +189,17 @@ class MetadataStore:
             flavor_meta=dict(new.flavor_meta),
             environment=dict(new.environment),
             description=new.description,
+            parent_version=new.parent_version,
+            lineage=dict(new.lineage),
         )
+
+    def _require_parent(self, conn: Connection, model_id: int, name: str, parent: int) -> None:
+        exists = conn.execute(
+            select(model_versions.c.id).where(model_versions.c.model_id == model_id, model_versions.c.version == parent)
+        ).first()
+        if exists is None:
+            latest = conn.execute(select(models.c.latest_version).where(models.c.id == model_id)).scalar()
+            raise VersionNotFound(name, parent, latest or None)
 
     def _get_or_create_model(self, conn: Connection, name: str, now: datetime) -> int:
         existing = conn.execute(select(models.c.id).where(models.c.name == name)).scalar()
@@ -408,7 +422,7 @@ def _make_engine(url: str) -> Engine:
     return engine
 
 
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 """The newest migration in ``migrations/versions`` (a test keeps the two in step)."""
 
 
@@ -483,4 +497,6 @@ def _version(name: str, row: RowMapping, alias_names: tuple[str, ...]) -> ModelV
         environment=dict(row["environment"] or {}),
         description=row["description"] or "",
         aliases=alias_names,
+        parent_version=None if row["parent_version"] is None else int(row["parent_version"]),
+        lineage=dict(row["lineage"] or {}),
     )

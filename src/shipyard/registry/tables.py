@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData(
@@ -58,6 +59,9 @@ model_versions = Table(
     Column("description", Text, nullable=False, default=""),
     Column("creator", String(255), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Lineage (0003): the version of the same model this one was trained from, and the data it consumed.
+    Column("parent_version", Integer, nullable=True),
+    Column("lineage", JSON, nullable=False, default=dict, server_default=text("'{}'")),
     UniqueConstraint("model_id", "version", name="uq_model_versions_model_id_version"),
 )
 
