@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pandas as pd
+import pytest
 
 import shipyard
 
@@ -59,11 +60,14 @@ def test_alias_move_switches_version_under_load_without_failed_requests(
     assert server.client.get("/v1/models").json()["models"][0]["version"] == 2
 
 
-def test_sigterm_finishes_in_flight_requests(start_server: Callable[..., Any], fraud_model: Any) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_finishes_in_flight_requests(
+    start_server: Callable[..., Any], fraud_model: Any, workers: int
+) -> None:
     import json
 
     pipe, X = fraud_model
-    server = start_server("fraud")
+    server = start_server("fraud", "--workers", str(workers))
     body = json.dumps({"instances": _rows(X, 200)}).encode()
     half_sent = threading.Event()
     result: dict[str, Any] = {}
@@ -110,6 +114,53 @@ def test_two_workers_share_one_port(start_server: Callable[..., Any], fraud_mode
     assert counted == 20  # every worker's requests, whichever worker answers /metrics
     assert "shipyard_loaded_models 2.0" in metrics  # one model in each of the two live workers
     assert server.stop(signal.SIGTERM, timeout=60) in (0, -signal.SIGTERM)
+
+
+def test_a_killed_worker_is_replaced_and_serves_the_current_version(
+    start_server: Callable[..., Any], fraud_model: Any
+) -> None:
+    import psutil
+
+    pipe, X = fraud_model
+    server = start_server("fraud", "--workers", "2")
+    deadline = time.monotonic() + 30
+    while len(workers := psutil.Process(server.process.pid).children()) < 2:  # forked one after the other
+        assert time.monotonic() < deadline, "the second worker did not start within 30 s"
+        time.sleep(0.1)
+    workers[0].kill()  # SIGKILL: no chance to clean up
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        live = {p.pid for p in psutil.Process(server.process.pid).children()}
+        if len(live) == 2 and workers[0].pid not in live:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the arbiter did not replace the killed worker within 30 s")
+    for _ in range(20):  # new connections, so the replacement answers some of them
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            answer = client.post("/v1/models/fraud/predict", json={"instances": _rows(X, 3)})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["predictions"] == pipe.predict(X.head(3)).tolist()
+    deadline = time.monotonic() + 10
+    while "shipyard_loaded_models 2.0" not in server.client.get("/metrics").text:  # the dead one is not counted
+        assert time.monotonic() < deadline, server.client.get("/metrics").text
+        time.sleep(0.2)
+
+
+def test_workers_stop_when_the_parent_is_killed(start_server: Callable[..., Any], fraud_model: Any) -> None:
+    import psutil
+
+    server = start_server("fraud", "--workers", "2")
+    deadline = time.monotonic() + 30
+    while len(workers := psutil.Process(server.process.pid).children()) < 2:
+        assert time.monotonic() < deadline, "the second worker did not start within 30 s"
+        time.sleep(0.1)
+    server.process.kill()
+    server.process.wait(timeout=10)
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    for orphan in alive:  # never leave them running, even when the assertion below fails
+        orphan.kill()
+    assert not alive, f"workers {[p.pid for p in alive]} outlived their parent"
 
 
 def test_serve_refuses_unknown_refs_and_empty_registry(home: Any, fraud_model: Any) -> None:

@@ -41,10 +41,22 @@ def _announce(settings: ServeSettings, repository: ModelRepository) -> None:
     print("\n".join(lines), flush=True)
 
 
-def create_app(settings: ServeSettings, service: ModelService) -> ASGIApp:
+def _freeze_heap() -> None:
+    """Keep everything loaded so far out of the cyclic garbage collector's full passes.
+
+    It lives as long as the process; without this, full collections pause the event loop for tens of
+    milliseconds, and in forked workers they would touch (and so copy) every shared page.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+def create_app(settings: ServeSettings, service: ModelService, *, preload: bool = False) -> ASGIApp:
     """Build the server for ``settings`` on the registry behind ``service``.
 
-    Models are loaded and warmed up during start-up; ``/readyz`` answers 200 once they all are.
+    Models are loaded and warmed up during start-up; ``/readyz`` answers 200 once they all are. With
+    ``preload`` they are loaded here instead, before the function returns: the pre-fork server does this
+    in its parent so that every worker it forks shares the loaded models and libraries' memory pages.
     The layers run outside FastAPI (request id and metrics, then auth, then the raw prediction routes), so
     the hot path pays for none of the framework's per-request middleware; the rest goes on to FastAPI.
     """
@@ -58,17 +70,26 @@ def create_app(settings: ServeSettings, service: ModelService) -> ASGIApp:
         on_load=lambda served: metrics.observe_load(served.name, served.version, served.load_seconds),
     )
     dataplane = DataPlane(repository, settings)
+    if preload:
+        repository.plan()
+        repository.load_all()
+        _freeze_heap()
+        _announce(settings, repository)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        repository.plan()
-        await asyncio.to_thread(repository.load_all)
-        # Everything loaded so far lives as long as the process: keep it out of the cyclic garbage
-        # collector's full passes, which otherwise pause the event loop for tens of milliseconds.
-        gc.collect()
-        gc.freeze()
+        if repository.ready:
+            # Forked from a parent that loaded the models: count them in this worker's metrics, and catch
+            # up with alias moves made since the parent loaded (a worker may be re-forked much later).
+            for served in repository.loaded():
+                metrics.observe_load(served.name, served.version, served.load_seconds)
+            await repository.refresh()
+        else:
+            repository.plan()
+            await asyncio.to_thread(repository.load_all)
+            _freeze_heap()
+            _announce(settings, repository)
         watcher = asyncio.create_task(repository.watch())
-        _announce(settings, repository)
         try:
             yield
         finally:

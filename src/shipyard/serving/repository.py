@@ -156,6 +156,11 @@ class ModelRepository:
         return served
 
     # ------------------------------------------------------------------ lookup
+    def loaded(self) -> list[ServedModel]:
+        """Every model version held in memory: the deployments' current ones and the pinned cache."""
+        current = [d.current for d in self.deployments.values() if d.current is not None]
+        return current + [s for s in self._pinned.values() if all(s is not c for c in current)]
+
     def served_names(self) -> list[str]:
         return sorted(self.deployments)
 

@@ -1,4 +1,12 @@
-"""Run the server with uvicorn (uvloop + httptools), in one or several worker processes."""
+"""Run the server with uvicorn (uvloop + httptools): in this process, or pre-forked into several workers.
+
+One worker runs uvicorn directly. Several workers run under gunicorn's arbiter with ``preload_app``: the
+parent imports the libraries and loads and warms up the models once, then forks the workers, which share
+those memory pages (copy-on-write; :func:`gc.freeze` keeps the collector from touching them). Each
+worker runs uvicorn's server on the shared socket (``uvicorn_worker.UvicornWorker``). The arbiter
+restarts a worker that dies, and on SIGTERM lets every worker finish its in-flight requests.
+"""
+
 
 from __future__ import annotations
 
@@ -11,6 +19,9 @@ from starlette.types import ASGIApp
 from shipyard.serving.settings import ServeSettings
 
 SETTINGS_ENV = "SHIPYARD_SERVE_SETTINGS"
+# prometheus_client picks its multiprocess mode when first imported, so this is set before anything imports
+# it (the pre-fork parent builds the app, and so its metrics, in this process).
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def app_from_env() -> ASGIApp:
@@ -36,13 +47,9 @@ def curl_example(settings: ServeSettings, name: str, example: list[Any] | None, 
 
 
 def serve(settings: ServeSettings, *, log_level: str = "info") -> None:
-    """Start uvicorn and block until it stops (SIGTERM/SIGINT finish in-flight requests first)."""
+    """Start the server and block until it stops (SIGTERM/SIGINT finish in-flight requests first)."""
     import shutil
     import tempfile
-
-    import uvicorn
-
-    from shipyard.serving.metrics import MULTIPROCESS_ENV
 
     os.environ[SETTINGS_ENV] = settings.model_dump_json()
     metrics_dir = None
@@ -50,24 +57,41 @@ def serve(settings: ServeSettings, *, log_level: str = "info") -> None:
         metrics_dir = tempfile.mkdtemp(prefix="shipyard-metrics-")
         os.environ[MULTIPROCESS_ENV] = metrics_dir  # the workers inherit it and write their values there
     try:
-        _run_uvicorn(uvicorn, settings, log_level)
+        if settings.workers > 1:
+            _run_prefork(settings, log_level)
+        else:
+            _run_uvicorn(settings, log_level)
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _run_uvicorn(uvicorn: Any, settings: ServeSettings, log_level: str) -> None:
+def _uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
+    return {
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+        "timeout_graceful_shutdown": int(settings.timeout_s) + 5,
+        "server_header": False,
+        "proxy_headers": False,  # client addresses are not used; skip the per-request header rewrite
+    }
+
+
+def _run_uvicorn(settings: ServeSettings, log_level: str) -> None:
+    import uvicorn
+
     uvicorn.run(
         "shipyard.serving.runner:app_from_env",
         factory=True,
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
-        loop="uvloop",
-        http="httptools",
         log_level=log_level,
-        access_log=False,
-        timeout_graceful_shutdown=int(settings.timeout_s) + 5,
-        server_header=False,
-        proxy_headers=False,  # client addresses are not used; skip the per-request header rewrite
+        **_uvicorn_options(settings),
     )
+
+
+def _run_prefork(settings: ServeSettings, log_level: str) -> None:
+    from shipyard.serving.prefork import PreforkServer
+
+    PreforkServer(settings, options=_uvicorn_options(settings), log_level=log_level).run()
