@@ -18,6 +18,7 @@ import typer
 
 from shipyard.cli.aliases import app as alias_app
 from shipyard.cli.aliases import rollback
+from shipyard.cli.batch import app as batch_app
 from shipyard.cli.demo import demo
 from shipyard.cli.keys import app as keys_app
 from shipyard.cli.models import app as models_app
@@ -42,6 +43,7 @@ app = typer.Typer(
 app.add_typer(models_app, name="models")
 app.add_typer(alias_app, name="alias")
 app.add_typer(keys_app, name="keys")
+app.add_typer(batch_app, name="batch")
 app.command("rollback")(rollback)
 app.command("predict")(predict)
 app.command("demo")(demo)

@@ -1,0 +1,315 @@
+"""Scoring one chunk: validate its rows, predict, and build the output and rejects tables.
+
+:func:`score_chunk` is the only code that touches rows, and it is the same function on every engine
+(a thread of the local engine or a Dask worker), so the engines give identical output row for row.
+It never raises for bad data: a row that does not fit the signature, or that the model cannot score,
+is returned in the chunk's rejects table with the reason and its 0-based row number in the input.
+With ``strict`` the chunk instead returns the first bad row's reason as a fatal error (an exception
+would not survive the trip back from a Dask worker with its message intact).
+
+Finding the bad rows costs nothing on a clean chunk: the whole chunk is validated at once, exactly as
+:meth:`~shipyard.scoring.Model.prepare` does for ``shipyard predict``. Only when that fails are the
+failing columns found one at a time, and then the failing rows by halving the chunk, so that each
+reason is the signature's own message for that row.
+
+Output columns, in order: the id column and kept columns (with the input's Arrow types), ``prediction``
+(``prediction_<i>`` for multi-output models), ``proba_<class>`` per class for classifiers, ``model``,
+``model_version`` and ``scored_at`` (one UTC timestamp per job).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from shipyard.errors import SchemaError
+from shipyard.signature import ColumnSpec, Signature
+
+if TYPE_CHECKING:
+    from shipyard.flavors.base import Features
+    from shipyard.scoring import Model
+
+PREDICTION = "prediction"
+PROBA_PREFIX = "proba_"
+MODEL = "model"
+MODEL_VERSION = "model_version"
+SCORED_AT = "scored_at"
+REASON = "reason"
+ROW = "row"
+SCORED_AT_TYPE = pa.timestamp("us", tz="UTC")
+
+Check = Callable[[pd.DataFrame, int], "str | None"]
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """Everything a worker needs besides the model and the rows; small and picklable.
+
+    ``columns`` are the columns read from the input with their Arrow types; ``passthrough`` the id and
+    kept columns copied into the output; ``features`` the columns given to the model.
+    """
+
+    columns: tuple[tuple[str, pa.DataType], ...]
+    passthrough: tuple[str, ...]
+    features: tuple[str, ...]
+    classes: tuple[Any, ...] | None
+    model: str
+    version: int
+    scored_at: datetime
+    strict: bool = False
+
+    @property
+    def types(self) -> dict[str, pa.DataType]:
+        """Arrow type of each column read."""
+        return dict(self.columns)
+
+    def proba_names(self) -> list[str]:
+        """``proba_<class>`` for each class, in ``predict_proba`` column order."""
+        return [f"{PROBA_PREFIX}{label}" for label in self.classes or ()]
+
+    def output_names(self) -> list[str]:
+        """The output's column names (single-output models)."""
+        return [*self.passthrough, PREDICTION, *self.proba_names(), MODEL, MODEL_VERSION, SCORED_AT]
+
+    def empty_scores(self) -> pa.Table:
+        """A zero-row output table, for a chunk whose rows were all rejected or an empty input.
+
+        The prediction's type is the classes' type for classifiers, else ``float64``.
+        """
+        types = self.types
+        prediction = pa.array(np.asarray(self.classes)).type if self.classes else pa.float64()
+        fields = [pa.field(name, types[name]) for name in self.passthrough]
+        fields.append(pa.field(PREDICTION, prediction))
+        fields += [pa.field(name, pa.float64()) for name in self.proba_names()]
+        fields += [pa.field(MODEL, pa.string()), pa.field(MODEL_VERSION, pa.int64())]
+        fields.append(pa.field(SCORED_AT, SCORED_AT_TYPE))
+        return pa.schema(fields).empty_table()
+
+    def rejects_schema(self) -> pa.Schema:
+        """The rejects table's columns: every column read, then ``reason`` and ``row``."""
+        return pa.schema([*(pa.field(n, t) for n, t in self.columns), (REASON, pa.string()), (ROW, pa.int64())])
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """What scoring one chunk gives: its output rows, its rejected rows, or a fatal error (strict mode)."""
+
+    index: int
+    first_row: int
+    rows: int
+    scores: pa.Table | None
+    rejects: pa.Table | None = None
+    error: str | None = None
+    error_kind: Literal["schema", "prediction"] | None = None
+
+    @property
+    def rejected(self) -> int:
+        """How many of the chunk's rows were rejected."""
+        return 0 if self.rejects is None else self.rejects.num_rows
+
+
+def score_chunk(model: Model, plan: ChunkPlan, index: int, first_row: int, frame: pd.DataFrame) -> ChunkResult:
+    """Validate and score one chunk of input rows (``first_row`` is the input row number of its first row).
+
+    >>> import shipyard, tempfile, os, pandas as pd
+    >>> from datetime import datetime, UTC
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> service = shipyard.connect(shipyard.Settings(home=tempfile.mkdtemp()))
+    >>> X = pd.DataFrame({"x": [0, 1, 2, 3]})
+    >>> _ = service.register(LogisticRegression().fit(X, [0, 0, 1, 1]), "toy", X=X)
+    >>> plan = ChunkPlan(columns=(("x", pa.int64()),), passthrough=("x",), features=("x",), classes=(0, 1),
+    ...                  model="toy", version=1, scored_at=datetime(2024, 5, 1, tzinfo=UTC))
+    >>> result = score_chunk(service.load("toy"), plan, 0, 100, pd.DataFrame({"x": [0, None, 3]}))
+    >>> result.scores.select(["x", "prediction"]).to_pylist()
+    [{'x': 0, 'prediction': 0}, {'x': 3, 'prediction': 1}]
+    >>> result.rejects.select(["reason", "row"]).to_pylist()
+    [{'reason': "column 'x': expected int64, got null (row 101)", 'row': 101}]
+    """
+    frame = frame.reset_index(drop=True)
+    rows = len(frame)
+    if rows == 0:
+        return ChunkResult(index, first_row, 0, plan.empty_scores())
+    features_frame = frame if list(frame.columns) == list(plan.features) else frame[list(plan.features)]
+
+    bad: dict[int, str] = {}
+    try:
+        model.prepare(features_frame, allow_extra=True, first_row=first_row)
+    except SchemaError:
+        bad = _bad_rows(features_frame, _validation_check(model, features_frame), first_row, plan.strict)
+        if plan.strict:
+            return _fatal(index, first_row, rows, bad, "schema")
+
+    kept = np.setdiff1d(np.arange(rows), np.fromiter(bad, dtype=np.int64, count=len(bad)))
+    good = frame if not bad else frame.iloc[kept].reset_index(drop=True)
+    predictions: Any = None
+    proba: Any = None
+    if len(good):
+        try:
+            predictions, proba = _prepare_and_predict(model, plan, good, first_row)
+        except Exception:  # the model refused rows that fit the signature: find which ones
+            found = _bad_rows(good, _prediction_check(model, plan), 0, plan.strict)
+            failed = {int(kept[i]): _renumber(reason, first_row + int(kept[i])) for i, reason in found.items()}
+            if plan.strict:
+                return _fatal(index, first_row, rows, failed, "prediction")
+            if len(failed) == len(good) > 1:
+                return _fatal(index, first_row, rows, failed, "prediction", every_row=True)
+            bad.update(failed)
+            kept = np.setdiff1d(kept, np.fromiter(failed, dtype=np.int64, count=len(failed)))
+            good = frame.iloc[kept].reset_index(drop=True)
+            if len(good):
+                predictions, proba = _prepare_and_predict(model, plan, good, first_row)
+
+    scores = _scores_table(plan, good, predictions, proba) if len(good) else plan.empty_scores()
+    return ChunkResult(index, first_row, rows, scores, _rejects_table(plan, frame, bad, first_row))
+
+
+# ---------------------------------------------------------------------- predicting
+def _prepare_and_predict(
+    model: Model, plan: ChunkPlan, frame: pd.DataFrame, first_row: int
+) -> tuple[np.ndarray[Any, Any], Any]:
+    features_frame = frame if list(frame.columns) == list(plan.features) else frame[list(plan.features)]
+    return _predict(model, plan, model.prepare(features_frame, allow_extra=True, first_row=first_row))
+
+
+def _predict(model: Model, plan: ChunkPlan, features: Features) -> tuple[np.ndarray[Any, Any], Any]:
+    if plan.classes is not None:
+        predictions, proba = model.loaded.predict_with_proba(features)
+    else:
+        predictions, proba = model.loaded.predict(features), None
+    predictions = np.asarray(predictions)
+    if predictions.ndim == 2 and predictions.shape[1] == 1:
+        predictions = predictions.ravel()
+    return predictions, None if proba is None else np.asarray(proba)
+
+
+def _scores_table(plan: ChunkPlan, good: pd.DataFrame, predictions: np.ndarray[Any, Any], proba: Any) -> pa.Table:
+    n = len(good)
+    types = plan.types
+    columns: dict[str, pa.Array] = {}
+    for name in plan.passthrough:
+        columns[name] = pa.array(good[name], type=types[name], from_pandas=True)
+    if predictions.ndim == 2:
+        for i in range(predictions.shape[1]):
+            columns[f"{PREDICTION}_{i}"] = pa.array(np.ascontiguousarray(predictions[:, i]))
+    else:
+        columns[PREDICTION] = pa.array(predictions)
+    if proba is not None:
+        for i, name in enumerate(plan.proba_names()):
+            columns[name] = pa.array(np.ascontiguousarray(proba[:, i], dtype="float64"))
+    columns[MODEL] = pa.repeat(pa.scalar(plan.model, pa.string()), n)
+    columns[MODEL_VERSION] = pa.repeat(pa.scalar(plan.version, pa.int64()), n)
+    columns[SCORED_AT] = pa.repeat(pa.scalar(plan.scored_at, SCORED_AT_TYPE), n)
+    return pa.table(columns)
+
+
+def _rejects_table(plan: ChunkPlan, frame: pd.DataFrame, bad: dict[int, str], first_row: int) -> pa.Table:
+    schema = plan.rejects_schema()
+    if not bad:
+        return schema.empty_table()
+    positions = sorted(bad)
+    rows = frame.iloc[positions]
+    types = plan.types
+    arrays = [pa.array(rows[name], type=types[name], from_pandas=True) for name, _ in plan.columns]
+    arrays.append(pa.array([bad[p] for p in positions], pa.string()))
+    arrays.append(pa.array([first_row + p for p in positions], pa.int64()))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+# ---------------------------------------------------------------------- finding bad rows
+def _validation_check(model: Model, frame: pd.DataFrame) -> Check:
+    """A check that validates rows against the signature, on the failing columns only when it has columns."""
+    signature = model.signature
+    if signature is None or signature.tensor is not None or not signature.inputs:
+        return lambda part, first: _problem(lambda: model.prepare(part, allow_extra=True, first_row=first))
+    failing = tuple(spec for spec in signature.inputs if _column_problem(frame, spec) is not None)
+    narrow = Signature(inputs=failing or signature.inputs)
+    names = [spec.name for spec in narrow.inputs]
+    return lambda part, first: _problem(lambda: narrow.validate(part[names], allow_extra=True, first_row=first))
+
+
+def _column_problem(frame: pd.DataFrame, spec: ColumnSpec) -> str | None:
+    return _problem(lambda: Signature(inputs=(spec,)).validate(frame[[spec.name]]))
+
+
+def _prediction_check(model: Model, plan: ChunkPlan) -> Check:
+    """A check that scores rows; the reason names the row as ``(row ?)``, numbered by the caller."""
+
+    def check(part: pd.DataFrame, first: int) -> str | None:
+        try:
+            _prepare_and_predict(model, plan, part, first)
+        except Exception as exc:
+            text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            return f"the model could not score this row: {text} (row ?)"
+        return None
+
+    return check
+
+
+def _problem(action: Callable[[], object]) -> str | None:
+    try:
+        action()
+    except SchemaError as exc:
+        return "; ".join(exc.problems)
+    return None
+
+
+def _bad_rows(frame: pd.DataFrame, check: Check, first_row: int, first_only: bool) -> dict[int, str]:
+    """Positions of the rows ``check`` fails, with its reason for each, found by halving the frame.
+
+    The whole frame is known to fail. With ``first_only`` the search stops at the first failing row.
+    A frame that fails as a whole while no single row fails (never expected) rejects every row.
+
+    >>> frame = pd.DataFrame({"x": [1, -2, 3, -4, 5]})
+    >>> check = lambda part, first: "negative" if (part["x"] < 0).any() else None
+    >>> _bad_rows(frame, check, 0, first_only=False), _bad_rows(frame, check, 0, first_only=True)
+    ({1: 'negative', 3: 'negative'}, {1: 'negative'})
+    """
+    bad: dict[int, str] = {}
+    stack = [(0, len(frame))]
+    while stack:
+        lo, hi = stack.pop()
+        reason = "" if (lo, hi) == (0, len(frame)) else check(frame.iloc[lo:hi], first_row + lo)
+        if reason is None:
+            continue
+        if hi - lo == 1:
+            bad[lo] = reason or check(frame.iloc[lo:hi], first_row + lo) or "the chunk as a whole does not fit"
+            if first_only:
+                break
+            continue
+        mid = (lo + hi) // 2
+        stack += [(mid, hi), (lo, mid)]
+    if not bad:  # the whole failed but no part did: keep every row out, with the whole's reason
+        reason = check(frame, first_row) or "the chunk as a whole does not fit the model"
+        bad = dict.fromkeys(range(1 if first_only else len(frame)), reason)
+    return bad
+
+
+def _renumber(reason: str, row: int) -> str:
+    return reason.replace("(row ?)", f"(row {row})")
+
+
+def _fatal(
+    index: int,
+    first_row: int,
+    rows: int,
+    bad: dict[int, str],
+    kind: Literal["schema", "prediction"],
+    *,
+    every_row: bool = False,
+) -> ChunkResult:
+    position = min(bad)
+    reason = _renumber(bad[position], first_row + position)
+    if every_row:
+        reason = f"the model failed on every row of rows {first_row}-{first_row + rows - 1}: {reason}"
+    return ChunkResult(index, first_row, rows, None, error=reason, error_kind=kind)
+
+
+def column_types(schema: pa.Schema, names: Sequence[str]) -> tuple[tuple[str, pa.DataType], ...]:
+    """``(name, type)`` of ``names`` in ``schema``, in the order given."""
+    return tuple((name, schema.field(name).type) for name in names)

@@ -1,0 +1,511 @@
+"""Where scores go: a Parquet or CSV file, or a SQL table; never half-written, resumable chunk by chunk.
+
+**Staging folder.** Every job has a hidden folder named after its output and job id,
+``.{name}.{job_id}.parts``: next to the output file, or, for SQL output, next to the rejects file. It
+holds the manifest (``job.json``), each chunk's rejected rows (``rejects-000042.parquet``) and, for
+file output, each chunk's scores (``part-000042.parquet``). A part is written under a temporary name,
+fsynced and renamed, so it exists only when complete: after a crash, the parts present are exactly
+the chunks done, and ``--resume`` skips them.
+
+**File output.** When every chunk is done, the parts are streamed in chunk order into the output
+through :class:`pyarrow.parquet.ParquetWriter` (or :class:`pyarrow.csv.CSVWriter`) under a temporary
+name, fsynced and moved into place with :func:`os.replace`; then the staging folder is removed (and
+those of unfinished jobs with other settings on the same output, which the new file supersedes).
+Memory stays at one part whatever the size of the output.
+
+**SQL output** (``sqlite:///scores.db?table=scores``, ``postgresql+psycopg://host/db?table=scores``):
+each chunk's rows are inserted in one transaction together with a row of ``shipyard_batch_chunks(job_id,
+chunk_index, rows, finished_at)`` in the target database, so a chunk is in the table exactly when it is
+recorded, and a resumed job never writes it twice. ``if_exists``:
+
+* ``fail`` (default) and ``replace`` write into a staging table ``shipyard_batch_<job_id>`` and, in
+  one final transaction, rename it to the target (dropping the old table first with ``replace``;
+  refusing when the target exists with ``fail``). Readers see the old table, or no table, until the
+  job is complete, never a partial one.
+* ``append`` inserts straight into the target (created if missing), one committed chunk at a time.
+  Without ``--resume``, a rerun of the same job appends every row again.
+
+Rejected rows always go to a file (default ``<output stem>.rejects.parquet`` beside a file output,
+``<table>.rejects.parquet`` in the working folder for a SQL output), published like the output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shipyard.batch.job import JobSpec, read_scored_at, write_manifest
+from shipyard.errors import Conflict, InvalidInput, ShipyardError, StorageError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+    from shipyard.batch.chunks import ChunkResult
+
+FileFormat = Literal["parquet", "csv"]
+IfExists = Literal["fail", "append", "replace"]
+IF_EXISTS: tuple[IfExists, ...] = ("fail", "append", "replace")
+CHUNKS_TABLE = "shipyard_batch_chunks"
+SUFFIXES: dict[str, FileFormat] = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+_MERGE_ROWS = 1 << 17  # rows per row group of a merged file, whatever the chunk size
+
+
+# ---------------------------------------------------------------------- targets
+@dataclass(frozen=True)
+class FileTarget:
+    """A Parquet or CSV output file."""
+
+    path: Path
+    format: FileFormat
+
+    @property
+    def uri(self) -> str:
+        return str(self.path)
+
+    @property
+    def label(self) -> str:
+        return str(self.path)
+
+
+@dataclass(frozen=True)
+class SqlTarget:
+    """A table in a database that SQLAlchemy reaches."""
+
+    url: str
+    table: str
+    shown: str
+
+    @property
+    def uri(self) -> str:
+        return f"{self.shown}?table={self.table}"
+
+    @property
+    def label(self) -> str:
+        return f"table {self.table} in {self.shown}"
+
+
+Target = FileTarget | SqlTarget
+
+
+def parse_output(output: str | os.PathLike[str], what: str = "output") -> Target:
+    """A file path (``.parquet``, ``.pq``, ``.csv``) or a SQLAlchemy URL with ``?table=NAME``, checked for writing.
+
+    >>> parse_output("sqlite:///scores.db?table=scores").label
+    'table scores in sqlite:///scores.db'
+    >>> parse_output("scores.xlsx")
+    Traceback (most recent call last):
+    ...
+    shipyard.errors.InvalidInput: cannot tell the format of output scores.xlsx from its ending; use .parquet, ...
+    """
+    text = os.fspath(output)
+    if _URL.match(text) and not text.lower().startswith("file://"):
+        return _sql_target(text, what)
+    if text.lower().startswith("file://"):
+        text = text[len("file://") :]
+    path = Path(text).expanduser()
+    fmt = SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        raise InvalidInput(f"cannot tell the format of {what} {path.name} from its ending; use {', '.join(SUFFIXES)}")
+    return FileTarget(path.absolute(), fmt)
+
+
+def check_writable(target: Target, what: str = "output") -> None:
+    """Fail with one line unless a file can be created at ``target`` (SQL targets are checked when opened)."""
+    if not isinstance(target, FileTarget):
+        return
+    path, folder = target.path, target.path.parent
+    if path.is_dir():
+        raise InvalidInput(f"cannot write {what} {path}: it is a folder; give a file name ending in .parquet or .csv")
+    if not folder.is_dir():
+        raise InvalidInput(f"cannot write {what} {path}: the folder {folder} does not exist")
+    try:  # a real file, not os.access: it also sees read-only mounts, and root
+        with tempfile.TemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise InvalidInput(f"cannot write {what} {path}: the folder {folder} is not writable ({reason})") from None
+
+
+def _sql_target(text: str, what: str) -> SqlTarget:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(text)
+    except ArgumentError:
+        raise InvalidInput(f"{what} {text!r} is not a database URL such as sqlite:///scores.db?table=scores") from None
+    table = url.query.get("table")
+    if not isinstance(table, str) or not table:
+        raise InvalidInput(f"{what} names no table; add ?table=NAME to the URL, e.g. sqlite:///scores.db?table=scores")
+    url = url.difference_update_query(["table"])
+    return SqlTarget(url.render_as_string(hide_password=False), table, url.render_as_string(hide_password=True))
+
+
+def default_rejects(target: Target) -> FileTarget:
+    """``<stem>.rejects.parquet`` beside a file output; ``<table>.rejects.parquet`` here for a SQL output.
+
+    >>> default_rejects(FileTarget(Path("/data/scores.csv"), "csv")).path
+    PosixPath('/data/scores.rejects.parquet')
+    """
+    if isinstance(target, FileTarget):
+        return FileTarget(target.path.with_name(f"{target.path.stem}.rejects.parquet"), "parquet")
+    return FileTarget(Path(f"{target.table}.rejects.parquet").absolute(), "parquet")
+
+
+# ---------------------------------------------------------------------- staging folder
+class Staging:
+    """The job's hidden folder of finished chunk parts, rejected rows and manifest."""
+
+    def __init__(self, beside: Path, job_id: str) -> None:
+        self.beside = beside
+        self.job_id = job_id
+        self.folder = beside.parent / f".{beside.name}.{job_id}.parts"
+
+    def scored_at(self) -> datetime | None:
+        """The manifest's timestamp if this job has a staging folder, else ``None`` (nothing to resume)."""
+        return read_scored_at(self.folder, self.job_id) if self.folder.is_dir() else None
+
+    def start(self, spec: JobSpec, scored_at: datetime) -> None:
+        """A fresh, empty folder with the manifest (an earlier run's parts are dropped)."""
+        self.remove()
+        _guard(self.folder, lambda: self.folder.mkdir(parents=False))
+        _guard(self.folder, lambda: write_manifest(self.folder, spec, scored_at))
+
+    def write(self, kind: str, index: int, table: pa.Table) -> None:
+        """Write one chunk's table as ``<kind>-<index>.parquet``, complete or not at all."""
+        final = self.folder / f"{kind}-{index:06d}.parquet"
+        tmp = self.folder / f".{final.name}.tmp"
+
+        def write() -> None:
+            pq.write_table(table, tmp)
+            _fsync(tmp)
+            os.replace(tmp, final)
+
+        _guard(self.folder, write)
+
+    def parts(self, kind: str) -> dict[int, Path]:
+        """The finished ``<kind>`` parts by chunk index; leftover temporary files are deleted."""
+        found: dict[int, Path] = {}
+        for path in self.folder.iterdir():
+            if path.name.startswith(".") and path.name.endswith(".tmp"):
+                path.unlink(missing_ok=True)
+                continue
+            match = re.fullmatch(rf"{re.escape(kind)}-(\d+)\.parquet", path.name)
+            if match:
+                found[int(match.group(1))] = path
+        return found
+
+    def keep_only(self, kind: str, indexes: Iterable[int]) -> None:
+        """Delete the ``<kind>`` parts of chunks not in ``indexes`` (written by a chunk that never finished)."""
+        wanted = set(indexes)
+        for index, path in self.parts(kind).items():
+            if index not in wanted:
+                path.unlink(missing_ok=True)
+
+    def publish_rejects(self, chunks: int, rejects: FileTarget) -> int:
+        """Merge the rejects parts into the rejects file if there are any; return how many rows it has."""
+        parts = self.parts("rejects")
+        paths = [parts[i] for i in range(chunks) if i in parts]
+        rows = sum(int(pq.ParquetFile(p).metadata.num_rows) for p in paths)
+        if rows:
+            write_atomically(rejects, _read_parts(paths, None), [pq.read_schema(p) for p in paths])
+        return rows
+
+    def remove(self) -> None:
+        """Delete the folder and everything in it."""
+        if self.folder.exists():
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def remove_others(self) -> None:
+        """Delete staging folders of other jobs on the same output (unfinished, and superseded now)."""
+        pattern = f".{glob.escape(self.beside.name)}.*.parts"
+        for other in self.beside.parent.glob(pattern):
+            if other != self.folder and re.fullmatch(r"[0-9a-f]{16}", other.name.split(".")[-2]):
+                shutil.rmtree(other, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- sinks
+class Sink(ABC):
+    """Receives scored chunks in order and publishes the output once they are all done."""
+
+    target: Target
+    staging: Staging
+
+    def start(self, spec: JobSpec, scored_at: datetime) -> None:
+        """Prepare a fresh run: forget what an earlier run of this job left."""
+        self.staging.start(spec, scored_at)
+
+    @abstractmethod
+    def done(self) -> dict[int, tuple[int, int]]:
+        """For a resumed run: the finished chunks, each with its (scored, rejected) row counts."""
+
+    def write(self, result: ChunkResult) -> None:
+        """Store one scored chunk, atomically: its rejects first, then its scores mark it done."""
+        if result.rejected:
+            assert result.rejects is not None
+            self.staging.write("rejects", result.index, result.rejects)
+        assert result.scores is not None
+        self._write_scores(result.index, result.scores)
+
+    @abstractmethod
+    def _write_scores(self, index: int, scores: pa.Table) -> None: ...
+
+    @abstractmethod
+    def publish(self, chunks: int, empty: pa.Table) -> None:
+        """Make the output of chunks ``0..chunks-1`` visible at once (``empty`` gives the columns of no rows)."""
+
+    def discard(self) -> None:
+        """Drop everything this job wrote that is not published (strict failures)."""
+        self.staging.remove()
+
+    def close(self) -> None:  # noqa: B027 - only SQL sinks hold connections
+        """Release connections."""
+
+    def _rejected(self, indexes: Iterable[int]) -> dict[int, int]:
+        parts = self.staging.parts("rejects")
+        return {i: int(pq.ParquetFile(parts[i]).metadata.num_rows) if i in parts else 0 for i in indexes}
+
+
+class FileSink(Sink):
+    """Scores into a Parquet or CSV file via one part file per chunk."""
+
+    target: FileTarget
+
+    def __init__(self, target: FileTarget, job_id: str) -> None:
+        self.target = target
+        self.staging = Staging(target.path, job_id)
+
+    def done(self) -> dict[int, tuple[int, int]]:
+        parts = self.staging.parts("part")
+        self.staging.keep_only("rejects", parts)
+        rejected = self._rejected(parts)
+        return {i: (int(pq.ParquetFile(p).metadata.num_rows), rejected[i]) for i, p in parts.items()}
+
+    def _write_scores(self, index: int, scores: pa.Table) -> None:
+        self.staging.write("part", index, scores)
+
+    def publish(self, chunks: int, empty: pa.Table) -> None:
+        parts = self.staging.parts("part")
+        missing = [i for i in range(chunks) if i not in parts]
+        if missing:
+            raise ShipyardError(f"chunk {missing[0]} of job {self.staging.job_id} has no part file; run the job again")
+        paths = [parts[i] for i in range(chunks)]
+        schemas = [pq.read_schema(p) for p in paths] or [empty.schema]
+        write_atomically(self.target, _read_parts(paths, empty.schema), schemas)
+        self.staging.remove_others()
+
+
+class SqlSink(Sink):
+    """Scores into a database table, one transaction per chunk, recorded in ``shipyard_batch_chunks``."""
+
+    target: SqlTarget
+
+    def __init__(self, target: SqlTarget, job_id: str, rejects: FileTarget, if_exists: IfExists) -> None:
+        from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, create_engine
+
+        self.target = target
+        self.job_id = job_id
+        self.if_exists = if_exists
+        self.staging = Staging(rejects.path, job_id)
+        self.write_table = target.table if if_exists == "append" else f"shipyard_batch_{job_id}"
+        self.metadata = MetaData()
+        self.chunks = Table(
+            CHUNKS_TABLE,
+            self.metadata,
+            Column("job_id", String(64), primary_key=True),
+            Column("chunk_index", Integer, primary_key=True),
+            Column("rows", BigInteger, nullable=False),
+            Column("finished_at", DateTime(timezone=True), nullable=False),
+        )
+        try:
+            self.engine: Engine = create_engine(target.url)
+        except Exception as exc:  # unknown dialect, missing driver
+            raise InvalidInput(f"cannot use {target.shown}: {_first_line(exc)}") from None
+
+    def start(self, spec: JobSpec, scored_at: datetime) -> None:
+        from sqlalchemy import delete, inspect, text
+
+        with self._connect() as conn:
+            if self.if_exists == "fail" and inspect(conn).has_table(self.target.table):
+                raise Conflict(
+                    f"{self.target.label} already exists; pass if_exists='replace' or 'append' "
+                    "(CLI: --if-exists replace|append), or choose another table"
+                )
+            self.metadata.create_all(conn, checkfirst=True)
+            conn.execute(delete(self.chunks).where(self.chunks.c.job_id == self.job_id))
+            if self.write_table != self.target.table and inspect(conn).has_table(self.write_table):
+                conn.execute(text(f"DROP TABLE {self._quote(conn, self.write_table)}"))
+        super().start(spec, scored_at)
+
+    def done(self) -> dict[int, tuple[int, int]]:
+        from sqlalchemy import select
+
+        with self._connect() as conn:
+            self.metadata.create_all(conn, checkfirst=True)
+            rows = conn.execute(
+                select(self.chunks.c.chunk_index, self.chunks.c.rows).where(self.chunks.c.job_id == self.job_id)
+            ).all()
+        finished = {int(index): int(count) for index, count in rows}
+        self.staging.keep_only("rejects", finished)
+        rejected = self._rejected(finished)
+        return {i: (n, rejected[i]) for i, n in finished.items()}
+
+    def _write_scores(self, index: int, scores: pa.Table) -> None:
+        from sqlalchemy import insert
+
+        with self._connect() as conn:
+            if scores.num_rows:
+                scores.to_pandas().to_sql(self.write_table, conn, if_exists="append", index=False)
+            conn.execute(
+                insert(self.chunks).values(
+                    job_id=self.job_id, chunk_index=index, rows=scores.num_rows, finished_at=datetime.now(UTC)
+                )
+            )
+
+    def publish(self, chunks: int, empty: pa.Table) -> None:
+        from sqlalchemy import inspect, text
+
+        with self._connect() as conn:
+            if not inspect(conn).has_table(self.write_table):  # no rows at all: still create the table
+                empty.to_pandas().to_sql(self.write_table, conn, index=False)
+            if self.write_table == self.target.table:
+                return
+            if inspect(conn).has_table(self.target.table):
+                if self.if_exists == "fail":
+                    raise Conflict(
+                        f"{self.target.label} was created while the job ran; the scores are kept in "
+                        f"table {self.write_table}"
+                    )
+                conn.execute(text(f"DROP TABLE {self._quote(conn, self.target.table)}"))
+            staged, final = self._quote(conn, self.write_table), self._quote(conn, self.target.table)
+            conn.execute(text(f"ALTER TABLE {staged} RENAME TO {final}"))
+
+    def discard(self) -> None:
+        from sqlalchemy import delete, inspect, text
+
+        with contextlib.suppress(ShipyardError), self._connect() as conn:
+            conn.execute(delete(self.chunks).where(self.chunks.c.job_id == self.job_id))
+            if self.write_table != self.target.table and inspect(conn).has_table(self.write_table):
+                conn.execute(text(f"DROP TABLE {self._quote(conn, self.write_table)}"))
+        super().discard()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        """One transaction; database errors become one-line :class:`StorageError` naming the target."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot write {self.target.label}: {_first_line(exc)}") from None
+
+    @staticmethod
+    def _quote(conn: Connection, name: str) -> str:
+        return str(conn.dialect.identifier_preparer.quote(name))
+
+
+def open_sink(target: Target, job_id: str, rejects: FileTarget, if_exists: IfExists) -> Sink:
+    """The sink for ``target``."""
+    if isinstance(target, FileTarget):
+        return FileSink(target, job_id)
+    return SqlSink(target, job_id, rejects, if_exists)
+
+
+# ---------------------------------------------------------------------- atomic files
+def write_atomically(target: FileTarget, tables: Iterable[pa.Table], schemas: list[pa.Schema]) -> None:
+    """Write ``tables`` into ``target`` under a temporary name, fsync, and rename into place.
+
+    Parts may differ in types where a chunk had no rows (e.g. ``float64`` for a regressor's
+    ``float32``); they are cast to the types that hold them all.
+    """
+    from pyarrow import csv as pacsv
+
+    schema = pa.unify_schemas(schemas, promote_options="permissive") if len(schemas) > 1 else schemas[0]
+    path = target.path
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+
+    def write() -> None:
+        writer: pq.ParquetWriter | pacsv.CSVWriter
+        writer = pq.ParquetWriter(tmp, schema) if target.format == "parquet" else pacsv.CSVWriter(tmp, schema)
+        with writer:
+            for table in _batched(tables, _MERGE_ROWS):
+                writer.write_table(table.cast(schema) if table.schema != schema else table)
+        _fsync(tmp)
+        tmp.chmod(0o666 & ~_umask())
+        os.replace(tmp, path)
+        _fsync(path.parent)
+
+    try:
+        _guard(path, write)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_parts(paths: list[Path], empty: pa.Schema | None) -> Iterator[pa.Table]:
+    for path in paths:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=_MERGE_ROWS):
+            yield pa.Table.from_batches([batch])
+    if not paths and empty is not None:
+        yield empty.empty_table()
+
+
+def _batched(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
+    """Join small tables into ones of at least ``rows`` rows (so small chunks do not make tiny row groups)."""
+    pending: list[pa.Table] = []
+    held = 0
+    for table in tables:
+        pending.append(table)
+        held += table.num_rows
+        if held >= rows:
+            yield pa.concat_tables(pending, promote_options="permissive")
+            pending, held = [], 0
+    if pending:
+        yield pa.concat_tables(pending, promote_options="permissive")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def _guard(path: Path, action: Callable[[], object]) -> None:
+    """Run ``action``; an ``OSError`` becomes a one-line error naming ``path``."""
+    try:
+        action()
+    except OSError as exc:
+        raise ShipyardError(f"cannot write {path}: {exc.strerror or _first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__
