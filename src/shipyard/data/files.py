@@ -42,7 +42,8 @@ DUCKDB_SUFFIXES = (".duckdb", ".ddb")
 SUPPORTED_SUFFIXES = CSV_SUFFIXES + PARQUET_SUFFIXES + DUCKDB_SUFFIXES
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
-_CSV_BLOCK_BYTES = 4 << 20
+_CSV_BLOCK_BYTES = 1 << 20
+_PARQUET_BUFFER_BYTES = 1 << 20
 
 
 def suffix_kind(path: PathLike) -> str | None:
@@ -189,7 +190,8 @@ class ParquetSource(_FileSource):
 
     def _open(self, path: Path) -> pq.ParquetFile:
         try:
-            return pq.ParquetFile(path)
+            # No pre-buffering: it would hold every column chunk of the file in memory at once.
+            return pq.ParquetFile(path, pre_buffer=False, buffer_size=_PARQUET_BUFFER_BYTES)
         except (pa.ArrowException, OSError) as exc:
             raise InvalidInput(f"cannot read {path} as Parquet ({first_line(exc)}); is it a Parquet file?") from None
 
