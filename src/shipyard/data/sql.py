@@ -9,6 +9,7 @@ message or a fingerprint.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from shipyard.data.base import Source
 from shipyard.errors import InvalidInput, MissingDependency, NotFound, ShipyardError, StorageError
 
 _SAMPLE_ROWS = 1000
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@?#]*:)[^@/?#]*@")
 _DRIVERS = {"psycopg": "postgres", "psycopg2": "postgres", "pymysql": "mysql", "mysqldb": "mysql"}
 
 
@@ -69,9 +71,10 @@ class SqlSource(Source):
     ) -> None:
         try:
             parsed = make_url(url)
-        except sa_exc.ArgumentError:
+        except (sa_exc.ArgumentError, ValueError):
+            shown = _PASSWORD_IN_URL.sub(r"\1***@", str(url))
             raise InvalidInput(
-                f"{url!s} is not a database URL; use e.g. sqlite:///path/to/file.db or "
+                f"{shown} is not a database URL; use e.g. sqlite:///path/to/file.db or "
                 "postgresql+psycopg://user@host/dbname"
             ) from None
         options = dict(parsed.query)
