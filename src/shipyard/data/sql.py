@@ -328,8 +328,15 @@ def _to_array(values: Sequence[Any], field: pa.Field, uri: str) -> pa.Array:
             return pa.array(values, type=target)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             return pa.array([None if v is None else str(v) for v in values], type=target)
+    if not pa.types.is_integer(target):
+        try:  # the fast path: values already of the column's type (floats, bools, datetimes)
+            return pa.array(values, type=target)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass
     try:
-        array = pa.array(values)  # inferred, then cast safely: an int column never truncates a float
+        # Inferred, then cast safely: a float in an int column is an error, not truncated
+        # (pa.array(values, type=int64) would truncate it), and decimals become floats.
+        array = pa.array(values)
         return array if array.type == target else array.cast(target)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
         sample = next((v for v in values if v is not None and not _fits(v, target)), None)
