@@ -6,6 +6,8 @@ Requests that arrive while a batch is computing queue up and go together in the 
 If a merged call fails, each request of the batch is retried alone, so a bad row fails only its own
 request. Model calls run on a dedicated thread, except for models whose calls are measured to take
 less than ``inline_below_ms``: handing those to a thread would cost more than the call itself.
+Such a fast model, given a request that fills a batch on its own while nothing is queued, is called
+right inside ``submit``: no other request could share that call, so queueing it would only add latency.
 """
 
 from __future__ import annotations
@@ -105,6 +107,10 @@ class MicroBatcher:
         """Queue ``features`` (already validated); the future gets their scores, or ``TimeoutError``."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Scores] = loop.create_future()
+        rows = len(features)
+        if rows >= self.max_batch_size and not self._running and self._inline():
+            self._score_now(features, rows, future)
+            return future
         self._queue.append(_Pending(features, len(features), future, time.perf_counter()))
         if timeout is not None:
             handle = loop.call_later(timeout, _expire, future)
@@ -113,6 +119,21 @@ class MicroBatcher:
             self._running = True
             self._task = loop.create_task(self._drain())
         return future
+
+    def _inline(self) -> bool:
+        return self.typical_call is not None and self.typical_call < self.inline_below
+
+    def _score_now(self, features: Features, rows: int, future: asyncio.Future[Scores]) -> None:
+        started = time.perf_counter()
+        try:
+            future.set_result(self._score(features))
+        except Exception as exc:
+            future.set_exception(exc)
+        finished = time.perf_counter()
+        self.record_call(finished - started)
+        if self._observer is not None:
+            self._observer(BatchStats(rows=rows, requests=1, queue_wait_seconds=0.0,
+                                      compute_seconds=finished - started))
 
     def record_call(self, seconds: float) -> None:
         """Fold one model call's duration into the moving average that decides inline or threaded calls."""
@@ -131,7 +152,7 @@ class MicroBatcher:
                 batch = self._take()
                 started = time.perf_counter()
                 try:
-                    if self.typical_call is not None and self.typical_call < self.inline_below:
+                    if self._inline():
                         scores = self._score_batch(batch)
                     else:
                         scores = await loop.run_in_executor(self._executor, self._score_batch, batch)
