@@ -12,7 +12,8 @@ was slower on every model, since each 100,000-row chunk of 30 features is 24 MB 
 
 **dask** runs the same function on a ``distributed`` cluster: a ``LocalCluster`` of one single-threaded
 worker process per core when no scheduler is given, or the scheduler at ``scheduler``
-(``tcp://host:8786``). The model travels as its verified artifact bytes, scattered once to every worker
+(``tcp://host:8786``; how long to try reaching it is Dask's ``distributed.comm.timeouts.connect``,
+30 s by default). The model travels as its verified artifact bytes, scattered once to every worker
 (``broadcast=True``), and each worker process loads it once and keeps it (:func:`worker_model`), so
 models that do not pickle (ONNX sessions) work too and workers need no access to the registry. Each
 chunk is scattered to a worker and scored there; only the small output comes back.
@@ -89,6 +90,24 @@ def score_on_worker(
     return score_chunk(worker_model(payload), plan, index, first_row, frame)
 
 
+def local_cluster(workers: int) -> Any:
+    """A ``distributed.LocalCluster`` of ``workers`` single-threaded processes on 127.0.0.1, without dashboard.
+
+    The scheduler's HTTP routes bind a free port rather than 8787, so a second cluster on the machine
+    starts without a warning.
+    """
+    from distributed import LocalCluster
+
+    return LocalCluster(  # type: ignore[no-untyped-call]
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+    )
+
+
 class Engine:
     """Runs chunks and yields their results in chunk order; a context manager that owns its workers."""
 
@@ -104,8 +123,8 @@ class Engine:
     def close(self) -> None:
         """Stop the workers."""
 
-    def run(self, plan: ChunkPlan, tasks: Iterable[Task]) -> Iterator[ChunkResult]:
-        """Score every task; results come back in the order of ``tasks``."""
+    def run(self, model: Model, payload: ModelPayload, plan: ChunkPlan, tasks: Iterable[Task]) -> Iterator[ChunkResult]:
+        """Score every task with ``model`` (here) or ``payload`` (on workers), yielding results in task order."""
         raise NotImplementedError
 
 
@@ -114,17 +133,16 @@ class LocalEngine(Engine):
 
     name: EngineName = "local"
 
-    def __init__(self, model: Model, *, workers: int | None = None, window: int | None = None) -> None:
-        self.model = model
+    def __init__(self, *, workers: int | None = None, window: int | None = None) -> None:
         self.workers = workers or os.cpu_count() or 1
         self.window = window or 2 * self.workers
 
-    def run(self, plan: ChunkPlan, tasks: Iterable[Task]) -> Iterator[ChunkResult]:
+    def run(self, model: Model, payload: ModelPayload, plan: ChunkPlan, tasks: Iterable[Task]) -> Iterator[ChunkResult]:
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="shipyard-batch")
         pending: deque[Future[ChunkResult]] = deque()
         try:
             for task in tasks:
-                pending.append(pool.submit(score_chunk, self.model, plan, task.index, task.first_row, task.frame))
+                pending.append(pool.submit(score_chunk, model, plan, task.index, task.first_row, task.frame))
                 if len(pending) >= self.window:
                     yield pending.popleft().result()
             while pending:
@@ -140,31 +158,23 @@ class DaskEngine(Engine):
 
     def __init__(
         self,
-        payload: ModelPayload,
         *,
         scheduler: str | None = None,
         workers: int | None = None,
         window: int | None = None,
-        timeout: float = 10.0,
     ) -> None:
         try:
-            from distributed import Client, LocalCluster
+            from distributed import Client
         except ImportError:
             raise MissingDependency("distributed", "dask") from None
-        self.payload = payload
         self.scheduler = scheduler
         self.cluster: Any = None
         if scheduler is None:
-            self.cluster = LocalCluster(  # type: ignore[no-untyped-call]
-                n_workers=workers or os.cpu_count() or 1,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-            )
+            self.cluster = local_cluster(workers or os.cpu_count() or 1)
             self.client: Any = Client(self.cluster)  # type: ignore[no-untyped-call]
         else:
             try:
-                self.client = Client(scheduler, timeout=timeout)  # type: ignore[no-untyped-call]
+                self.client = Client(scheduler)  # type: ignore[no-untyped-call]
             except (OSError, TimeoutError, ValueError) as exc:
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise ShipyardError(f"cannot reach the Dask scheduler at {scheduler}: {reason}") from None
@@ -175,15 +185,15 @@ class DaskEngine(Engine):
         self.workers = sum(threads.values())
         self.window = window or 2 * self.workers
 
-    def run(self, plan: ChunkPlan, tasks: Iterable[Task]) -> Iterator[ChunkResult]:
+    def run(self, model: Model, payload: ModelPayload, plan: ChunkPlan, tasks: Iterable[Task]) -> Iterator[ChunkResult]:
         client = self.client
-        model = client.scatter(self.payload, broadcast=True, hash=False)
+        shared = client.scatter(payload, broadcast=True, hash=False)
         pending: deque[Any] = deque()
         try:
             for task in tasks:
                 rows = client.scatter(task.frame, hash=False)
                 pending.append(
-                    client.submit(score_on_worker, model, plan, task.index, task.first_row, rows, pure=False)
+                    client.submit(score_on_worker, shared, plan, task.index, task.first_row, rows, pure=False)
                 )
                 if len(pending) >= self.window:
                     yield pending.popleft().result()
@@ -192,7 +202,7 @@ class DaskEngine(Engine):
         finally:
             for future in pending:
                 future.cancel()
-            model.release()
+            shared.release()
 
     def close(self) -> None:
         self.client.close()

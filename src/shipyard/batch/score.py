@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from shipyard.data import Source
+    from shipyard.registry import ModelVersion
     from shipyard.scoring import Model
     from shipyard.service import ModelService
     from shipyard.types import ModelRef
@@ -148,12 +149,19 @@ def score(
 
     source = open_input(input)
     _check_not_input(source, target.uri)
+    _check_columns(source, id_column, keep)
     if service is None:
         import shipyard
 
         service = shipyard.connect()
-    model, payload = load_model(service, ref, trusted_types)
-    plan = _plan(model, source, id_column, keep, strict, scored_at or datetime.now(UTC))
+    info = service.resolve(ref)
+    runner = _engine(engine, scheduler, workers)  # a new cluster starts its workers while the model loads
+    try:
+        model, payload = load_model(service, info, trusted_types)
+        plan = _plan(model, source, id_column, keep, strict, scored_at or datetime.now(UTC))
+    except BaseException:
+        runner.close()
+        raise
 
     spec = JobSpec(
         model=model.name,
@@ -171,27 +179,25 @@ def score(
         scored_at=None if scored_at is None else _utc(scored_at).isoformat(),
     )
     job_id = spec.job_id
-    sink = open_sink(target, job_id, rejects_target, if_exists)
-    console = _console(progress)
-    reporter = Reporter(console, f"Scoring with {model.info.ref}")
-    try:
-        previous = sink.staging.scored_at() if resume else None
-        done: dict[int, tuple[int, int]] = {}
-        if previous is not None:
-            done = sink.done()
-            plan = _replace_scored_at(plan, previous)
-            reporter.note(f"Resuming job {job_id}: {len(done):,} chunks already done")
-        else:
-            if resume:
-                reporter.note(f"Nothing to resume for job {job_id}; scoring from the first chunk")
-            sink.start(spec, plan.scored_at)
-
-        runner = _engine(engine, model, payload, scheduler, workers)
-        with runner, reporter:
+    reporter = Reporter(_console(progress), f"Scoring with {model.info.ref}")
+    with runner, reporter:
+        sink = open_sink(target, job_id, rejects_target, if_exists)
+        try:
+            previous = sink.staging.scored_at() if resume else None
+            done: dict[int, tuple[int, int]] = {}
+            if previous is not None:
+                done = sink.done()
+                plan = _replace_scored_at(plan, previous)
+                reporter.note(f"Resuming job {job_id}: {len(done):,} chunks already done")
+            else:
+                if resume:
+                    reporter.note(f"Nothing to resume for job {job_id}; scoring from the first chunk")
+                sink.start(spec, plan.scored_at)
             counts = _Counts(done)
             loop_started = time.perf_counter()
             reporter.start(source.count_rows(), counts.rows)
-            for result in runner.run(plan, counts.tasks(source, chunk_rows, [name for name, _ in plan.columns])):
+            tasks = counts.tasks(source, chunk_rows, [name for name, _ in plan.columns])
+            for result in runner.run(model, payload, plan, tasks):
                 if result.error is not None:
                     sink.discard()
                     if result.error_kind == "prediction":
@@ -204,8 +210,8 @@ def score(
             sink.publish(counts.chunks, plan.empty_scores())
             sink.staging.remove()
             seconds = time.perf_counter() - loop_started
-    finally:
-        sink.close()
+        finally:
+            sink.close()
     fresh = counts.rows - counts.resumed_rows
     return BatchResult(
         job_id=job_id,
@@ -259,11 +265,10 @@ def open_input(data: Any) -> Source:
     return open_source(data)
 
 
-def load_model(service: ModelService, ref: str | ModelRef, trusted_types: Sequence[str]) -> tuple[Model, ModelPayload]:
-    """Resolve ``ref``, read and verify its artifact once, and load it; the payload carries it to workers."""
+def load_model(service: ModelService, info: ModelVersion, trusted_types: Sequence[str]) -> tuple[Model, ModelPayload]:
+    """Read and verify a version's artifact once, and load it; the payload carries the artifact to workers."""
     from shipyard.scoring import Model
 
-    info = service.resolve(ref)
     data = service.artifacts.get(info.artifact_uri, info.sha256, label=info.ref)
     trusted = (*service.trusted_types, *trusted_types)
     loaded = service.flavors.get(info.flavor).load(data, info.flavor_meta, trusted_types=trusted)
@@ -276,9 +281,6 @@ def _plan(
     """Check the columns a job needs against its input and model; decide what to read and copy."""
     schema = source.schema()
     names = list(schema.names)
-    for what, column in [("id column", id_column), *(("keep column", c) for c in keep)]:
-        if column is not None and column not in names:
-            raise InvalidInput(f"{what} {column!r} is not in {source.uri}; its columns are: {', '.join(names)}")
     passthrough = list(dict.fromkeys([*([id_column] if id_column else []), *keep]))
     signature = model.signature
     if signature is not None and signature.tensor is None and signature.inputs:
@@ -307,6 +309,13 @@ def _plan(
     )
 
 
+def _check_columns(source: Source, id_column: str | None, keep: list[str]) -> None:
+    names = source.column_names
+    for what, column in [("id column", id_column), *(("keep column", c) for c in keep)]:
+        if column is not None and column not in names:
+            raise InvalidInput(f"{what} {column!r} is not in {source.uri}; its columns are: {', '.join(names)}")
+
+
 def _check_schema(source: Source, model: Model) -> None:
     """The data layer's column check when it has one; else: every signature column must be in the input."""
     assert model.signature is not None
@@ -331,12 +340,10 @@ def _check_not_input(source: Source, output: str) -> None:
         raise InvalidInput("the output is the input file; write the scores to a new file")
 
 
-def _engine(
-    name: EngineName, model: Model, payload: ModelPayload, scheduler: str | None, workers: int | None
-) -> Engine:
+def _engine(name: EngineName, scheduler: str | None, workers: int | None) -> Engine:
     if name == "dask":
-        return DaskEngine(payload, scheduler=scheduler, workers=workers)
-    return LocalEngine(model, workers=workers)
+        return DaskEngine(scheduler=scheduler, workers=workers)
+    return LocalEngine(workers=workers)
 
 
 def _columns_list(keep: Sequence[str] | str) -> list[str]:
