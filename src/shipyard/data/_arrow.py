@@ -53,19 +53,40 @@ def type_name(dtype: pa.DataType) -> str:
 
 
 def is_string_like(dtype: pa.DataType) -> bool:
-    """``string``, ``large_string`` or ``string_view``."""
+    """``string``, ``large_string`` or ``string_view``.
+
+    >>> import pyarrow as pa
+    >>> is_string_like(pa.large_string()), is_string_like(pa.binary())
+    (True, False)
+    """
     return bool(pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_string_view(dtype))
 
 
 def check_chunk_rows(chunk_rows: int) -> int:
-    """Return ``chunk_rows`` if it is a positive integer, else raise :class:`InvalidInput`."""
+    """Return ``chunk_rows`` if it is a positive integer, else raise :class:`InvalidInput`.
+
+    >>> check_chunk_rows(500)
+    500
+    >>> check_chunk_rows(0)
+    Traceback (most recent call last):
+    ...
+    shipyard.errors.InvalidInput: chunk_rows must be a positive integer, got 0
+    """
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise InvalidInput(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
     return chunk_rows
 
 
 def select_columns(available: Sequence[str], columns: Sequence[str] | None, uri: str) -> list[str]:
-    """The columns to read: all of ``available``, or ``columns`` after checking each exists."""
+    """The columns to read: all of ``available``, or ``columns`` after checking each exists.
+
+    >>> select_columns(["a", "b"], None, "x.csv"), select_columns(["a", "b"], ["b"], "x.csv")
+    (['a', 'b'], ['b'])
+    >>> select_columns(["a", "b"], ["c"], "x.csv")
+    Traceback (most recent call last):
+    ...
+    shipyard.data._arrow.DataSchemaError: x.csv has no column 'c' (its columns: a, b)
+    """
     if columns is None:
         return list(available)
     if isinstance(columns, str):
@@ -119,6 +140,11 @@ def plain_pandas_metadata(schema: pa.Schema) -> pa.Schema:
 
     Files written by pandas record their index; chunks are always indexed by row position instead,
     and an index stored as a column stays a column.
+
+    >>> import pandas as pd, pyarrow as pa
+    >>> table = pa.Table.from_pandas(pd.DataFrame({"x": [1.0]}, index=pd.Index([7], name="id")))
+    >>> plain_pandas_metadata(table.schema).pandas_metadata["index_columns"]
+    []
     """
     metadata = dict(schema.metadata or {})
     raw = metadata.get(_PANDAS_KEY)
@@ -140,6 +166,10 @@ def to_frames(tables: Iterable[pa.Table], metadata: dict[bytes, bytes] | None = 
 
     ``metadata`` (an Arrow schema's metadata, e.g. from :func:`plain_pandas_metadata`) restores
     pandas dtypes recorded by the writer.
+
+    >>> import pyarrow as pa
+    >>> [f.index.tolist() for f in to_frames([pa.table({"x": [1, 2]}), pa.table({"x": [3]})])]
+    [[0, 1], [2]]
     """
     start = 0
     for table in tables:
@@ -152,6 +182,10 @@ def to_frames(tables: Iterable[pa.Table], metadata: dict[bytes, bytes] | None = 
 
 
 def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (driver errors run on with context and SQL)."""
+    """The first line of an exception's message (driver errors run on with context and SQL).
+
+    >>> first_line(ValueError("no such table: tx\\n[SQL: SELECT * FROM tx]"))
+    'no such table: tx'
+    """
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__

@@ -173,7 +173,7 @@ class ParquetSource(_FileSource):
 
     def __init__(self, path: PathLike | Sequence[PathLike], *, uri: str | None = None) -> None:
         super().__init__(path, uri=uri)
-        self._metadata = [self._open(p).metadata for p in self.files]
+        self._metadata = [self._footer(p) for p in self.files]
         first = self._metadata[0].schema.to_arrow_schema()
         self._schema = _without_index(plain_pandas_metadata(first))
         problems: list[str] = []
@@ -194,6 +194,13 @@ class ParquetSource(_FileSource):
             return pq.ParquetFile(path, pre_buffer=False, buffer_size=_PARQUET_BUFFER_BYTES)
         except (pa.ArrowException, OSError) as exc:
             raise InvalidInput(f"cannot read {path} as Parquet ({first_line(exc)}); is it a Parquet file?") from None
+
+    def _footer(self, path: Path) -> pq.FileMetaData:
+        parquet = self._open(path)
+        try:
+            return parquet.metadata
+        finally:
+            parquet.close()
 
     def schema(self) -> pa.Schema:
         """The columns of the first file (all files share them), from the Parquet footer."""
