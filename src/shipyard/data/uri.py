@@ -16,12 +16,14 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from shipyard.errors import InvalidInput
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from shipyard.data.base import Source
 
 FORMATS = ("csv", "parquet", "duckdb", "sql")
@@ -29,7 +31,7 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
 
 def open_source(
-    source: Any,
+    source: str | os.PathLike[str] | pd.DataFrame | Sequence[str | os.PathLike[str]],
     *,
     query: str | None = None,
     table: str | None = None,
@@ -47,18 +49,19 @@ def open_source(
     >>> src = open_source(folder / "tx.csv")
     >>> type(src).__name__, [len(c) for c in src.iter_batches(2)]
     ('CsvSource', [2, 1])
+    >>> _ = (folder / "tx.xlsx").write_bytes(b"PK")
     >>> open_source(folder / "tx.xlsx")
     Traceback (most recent call last):
     ...
-    shipyard.errors.NotFound: no such file or folder: .../tx.xlsx; ...
+    shipyard.errors.InvalidInput: cannot tell the format of .../tx.xlsx: supported file endings are .csv, ...
     """
     if table is not None and query is not None:
         raise InvalidInput("pass either a table or a query, not both (CLI: --table or --query)")
     if format is not None and format not in FORMATS:
         raise InvalidInput(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
-    import pandas as pd
+    import pandas
 
-    if isinstance(source, pd.DataFrame):
+    if isinstance(source, pandas.DataFrame):
         _no_database_options("a DataFrame", table, query)
         from shipyard.data.frame import FrameSource
 
