@@ -25,6 +25,7 @@ from shipyard.cli.models import app as models_app
 from shipyard.cli.output import print_error
 from shipyard.cli.predict import predict
 from shipyard.cli.serve import serve
+from shipyard.cli.train import train
 from shipyard.errors import ShipyardError
 
 DEBUG_ENV = "SHIPYARD_DEBUG"
@@ -48,6 +49,7 @@ app.command("rollback")(rollback)
 app.command("predict")(predict)
 app.command("demo")(demo)
 app.command("serve")(serve)
+app.command("train")(train)
 
 
 def _show_version(value: bool) -> None:

@@ -1,0 +1,117 @@
+"""Build the model a spec describes, importing only classes from allowed libraries.
+
+A spec names classes by import path. Importing runs module code, and the trained model is stored
+with skops, which loads only known types, so by default only classes from scikit-learn, XGBoost,
+LightGBM and River are accepted (plus any type the registry already trusts, ``SHIPYARD_TRUSTED_TYPES``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from shipyard.training.errors import InvalidSpec
+from shipyard.training.spec import Component, TrainSpec
+
+ALLOWED_PREFIXES = ("sklearn.", "xgboost.", "lightgbm.", "river.")
+"""Libraries whose classes a spec may name."""
+
+
+def import_class(path: str, field: str, trusted: Iterable[str] = ()) -> type:
+    """The class at ``path``, if it belongs to an allowed library (or is in ``trusted``).
+
+    ``field`` names where the path was written, for the error message.
+
+    >>> import_class("sklearn.linear_model.SGDClassifier", "estimator.class").__name__
+    'SGDClassifier'
+    >>> import_class("os.system", "estimator.class")
+    Traceback (most recent call last):
+    ...
+    shipyard.training.errors.InvalidSpec: estimator.class: 'os.system' is not allowed; ...
+    """
+    if not (path.startswith(ALLOWED_PREFIXES) or path in set(trusted)):
+        raise InvalidSpec(
+            f"{field}: {path!r} is not allowed; a spec may only name classes from "
+            f"{', '.join(p.rstrip('.') for p in ALLOWED_PREFIXES)} (or a type listed in SHIPYARD_TRUSTED_TYPES)"
+        )
+    module_name, _, name = path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        top = module_name.split(".")[0]
+        if exc.name and exc.name.split(".")[0] == top and top != "sklearn":
+            raise InvalidSpec(
+                f"{field}: {path!r} needs the {top!r} package; install it with pip install 'shipyard[{top}]'"
+            ) from None
+        raise InvalidSpec(f"{field}: there is no module {module_name!r} (from {path!r})") from None
+    found = getattr(module, name, None)
+    if not isinstance(found, type):
+        what = "no such class" if found is None else f"{type(found).__name__}, not a class"
+        raise InvalidSpec(f"{field}: {path!r}: {what} in {module_name}")
+    return found
+
+
+def build(component: Component, field: str, trusted: Iterable[str] = ()) -> Any:
+    """An instance of ``component``'s class with its params (nested ``{class: ...}`` params built too).
+
+    >>> build(Component.model_validate({"class": "sklearn.linear_model.Ridge", "params": {"alpha": 2.0}}),
+    ...       "estimator")
+    Ridge(alpha=2.0)
+    """
+    trusted = tuple(trusted)
+    cls = import_class(component.class_, f"{field}.class", trusted)
+    params = {key: _param(value, f"{field}.params.{key}", trusted) for key, value in component.params.items()}
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise InvalidSpec(f"{field}.params: {cls.__name__}: {exc}") from None
+
+
+def _param(value: Any, field: str, trusted: tuple[str, ...]) -> Any:
+    if isinstance(value, Mapping) and "class" in value:
+        unknown = sorted(set(value) - {"class", "params"})
+        if unknown:
+            raise InvalidSpec(f"{field}: unknown field {unknown[0]!r} next to 'class'; use class and params")
+        try:
+            nested = Component.model_validate(dict(value))
+        except ValueError as exc:
+            raise InvalidSpec(f"{field}: {exc}") from None
+        return build(nested, field, trusted)
+    if isinstance(value, Mapping):
+        return {k: _param(v, f"{field}.{k}", trusted) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [_param(v, f"{field}[{i}]", trusted) for i, v in enumerate(value)]
+    return value
+
+
+def build_model(spec: TrainSpec, trusted: Iterable[str] = ()) -> Any:
+    """The estimator, or a scikit-learn ``Pipeline`` of the preprocess steps and the estimator.
+
+    >>> spec = TrainSpec.model_validate({
+    ...     "name": "m", "data": {"source": "x.csv"}, "target": "y",
+    ...     "preprocess": [{"class": "sklearn.preprocessing.StandardScaler"}],
+    ...     "estimator": {"class": "sklearn.linear_model.SGDClassifier", "params": {"random_state": 0}}})
+    >>> build_model(spec)
+    Pipeline(steps=[('standardscaler', StandardScaler()),
+                    ('sgdclassifier', SGDClassifier(random_state=0))])
+    """
+    trusted = tuple(trusted)
+    estimator = build(spec.estimator, "estimator", trusted)
+    if not callable(getattr(estimator, "fit", None)) or not callable(getattr(estimator, "predict", None)):
+        raise InvalidSpec(
+            f"estimator.class: {spec.estimator.class_} is not a scikit-learn style estimator (it needs fit and "
+            "predict); for a River model use river.compat.convert_river_to_sklearn's classes, e.g. "
+            "river.compat.River2SKLClassifier"
+        )
+    if not spec.preprocess:
+        return estimator
+    steps = []
+    for index, component in enumerate(spec.preprocess):
+        step = build(component, f"preprocess[{index}]", trusted)
+        if not callable(getattr(step, "transform", None)):
+            raise InvalidSpec(f"preprocess[{index}].class: {component.class_} is not a transformer (no transform)")
+        steps.append(step)
+    from sklearn.pipeline import make_pipeline
+
+    return make_pipeline(*steps, estimator)
