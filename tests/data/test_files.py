@@ -280,3 +280,15 @@ def test_parquet_folder_with_string_and_large_string_and_null_columns(tmp_path: 
     assert out["s"].tolist()[:3] == ["a", "b", "c"]
     assert pd.isna(out["s"].iloc[3])
     assert out["x"].tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_csv_ragged_row_says_where(tmp_path: Path) -> None:
+    path = tmp_path / "ragged.csv"
+    path.write_text("a,b\n1,2\n3,4,5\n")
+    with pytest.raises(InvalidInput, match=r"cannot read .*ragged\.csv as CSV: CSV parse error: "
+                                           r"Expected 2 columns, got 3: 3,4,5; fix that line"):
+        open_source(path)
+    late = tmp_path / "late.csv"
+    late.write_text("a,b\n" + "1,2\n" * 3000 + "3,4,5\n")
+    with pytest.raises(InvalidInput, match=r"cannot read .*late\.csv as CSV after row \d+: CSV parse error"):
+        CsvSource(late, block_size=4096).read()

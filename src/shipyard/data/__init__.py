@@ -1,10 +1,20 @@
 """Data sources read in bounded-memory chunks: CSV, Parquet, SQL (SQLAlchemy), DuckDB and DataFrames.
 
+:func:`open_source` turns what a user typed (a path, folder, glob, list of files, database URL) or a
+DataFrame into a :class:`Source`; :func:`check_schema` compares its columns with a model signature
+before any row is scored.
+
 >>> import pandas as pd
 >>> from shipyard.data import open_source
 >>> src = open_source(pd.DataFrame({"x": range(10)}))
 >>> [len(chunk) for chunk in src.iter_batches(3)]
 [3, 3, 3, 1]
+
+Every chunk is a DataFrame indexed by row position in the source (the second chunk above starts at
+3), built from the same Arrow types, :meth:`Source.schema`. As in pandas, an integer column
+holding missing values comes as ``float64`` in the chunks where they occur (a Parquet file read
+whole with pandas does the same); cast to ``schema()`` where a fixed dtype matters, e.g. when
+writing chunks to one output file.
 
 Submodules are imported on first use, so ``import shipyard.data`` stays cheap.
 """

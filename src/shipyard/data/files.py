@@ -311,7 +311,7 @@ class CsvSource(_FileSource):
                                 convert_options=convert) as reader:
                 inferred = reader.schema
         except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"cannot read {first} as CSV ({first_line(exc)}); is it a CSV file?") from None
+            raise _csv_open_error(exc, first) from None
         unknown = [name for name in self._overrides if name not in inferred.names]
         if unknown:
             raise DataSchemaError([f"column_types names {name!r}, which {first} does not have" for name in unknown])
@@ -355,13 +355,20 @@ class CsvSource(_FileSource):
                                     self._schema.names, pa.string()))) as reader:
                 names = reader.schema.names
         except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"cannot read {path} as CSV ({first_line(exc)}); is it a CSV file?") from None
+            raise _csv_open_error(exc, path) from None
         first = self.files[0].name
         problems = [f"{path} has no column {n!r}, which {first} has" for n in self._schema.names if n not in names]
         problems += [f"{path} has a column {n!r} that {first} does not have" for n in names
                      if n not in self._schema.names]
         if problems:
             raise DataSchemaError(problems, what=f"the files of {self.uri} do not share one header")
+
+
+def _csv_open_error(exc: BaseException, path: Path) -> InvalidInput:
+    text = first_line(exc)
+    if "CSV parse error" in text:
+        return InvalidInput(f"cannot read {path} as CSV: {text}; fix that line (every line needs the header's fields)")
+    return InvalidInput(f"cannot read {path} as CSV ({text}); is it a CSV file?")
 
 
 def _csv_type(inferred: pa.DataType) -> pa.DataType:
