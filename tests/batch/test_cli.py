@@ -45,9 +45,33 @@ def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
 
 
 def run_many(registry: Registry, cwd: Path, *commands: list[str]) -> list[tuple[int, str, str]]:
-    """Run the commands at once (each start costs a second of imports) and return (code, stdout, stderr)."""
+    """Run the commands at once (each start costs seconds of imports) and return (code, stdout, stderr)."""
     procs = [start(registry, cwd, *command) for command in commands]
     return [finish(proc) for proc in procs]
+
+
+# One process runs the command line once per case, through the CLI's entry point, and marks each on
+# stderr: the refusals share one start-up instead of paying one each.
+EVERY_CASE = """
+import json, sys
+from shipyard.cli import main
+for args in json.loads(sys.argv[1]):
+    try:
+        main(["batch", "score", *args])
+    except SystemExit as exc:
+        print(f"=== exit {exc.code}", file=sys.stderr, flush=True)
+"""
+
+
+def run_cases(registry: Registry, cwd: Path, *cases: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", EVERY_CASE, json.dumps(cases)],
+        env=_env(registry),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_summary_json_and_one_line_errors(registry: Registry, tmp_path: Path) -> None:
@@ -56,11 +80,9 @@ def test_summary_json_and_one_line_errors(registry: Registry, tmp_path: Path) ->
     tx = str(tmp_path / "tx.parquet")
     (tmp_path / "tx.csv").write_text(rows.to_csv(index=False))
     common = ["--id-column", "tx_id", "--chunk-rows", "400", "--scored-at", STAMP]
-    results = run_many(
+    refusals = run_cases(
         registry,
         tmp_path,
-        ["fraud@production", "--input", tx, "--output", "scores.parquet", "--keep", "note,channel", *common],
-        ["fraud", "-i", str(tmp_path / "tx.csv"), "-o", "scores.csv", "--json", "--resume", *common],
         ["fraud", "-i", "missing.parquet", "-o", "x.parquet"],
         ["nope@production", "-i", tx, "-o", "x.parquet"],
         ["fraud", "-i", tx, "-o", "x.parquet", "--keep", "note,nope"],
@@ -69,7 +91,12 @@ def test_summary_json_and_one_line_errors(registry: Registry, tmp_path: Path) ->
         ["fraud", "-i", tx, "-o", "x.parquet", "--engine", "spark"],
         ["fraud", "-i", tx, "-o", "x.parquet", "--scored-at", "yesterday"],
     )
-    (code, out, err), (json_code, json_out, json_err), *failures = results
+    (code, out, err), (json_code, json_out, json_err) = run_many(
+        registry,
+        tmp_path,
+        ["fraud@production", "--input", tx, "--output", "scores.parquet", "--keep", "note,channel", *common],
+        ["fraud", "-i", str(tmp_path / "tx.csv"), "-o", "scores.csv", "--json", "--resume", *common],
+    )
 
     assert code == 0, err
     assert out.startswith("Scored 1,500 rows with fraud:1 in ")
@@ -97,11 +124,19 @@ def test_summary_json_and_one_line_errors(registry: Registry, tmp_path: Path) ->
         "unknown engine 'spark'; use one of local, dask",
         "--scored-at expects an ISO time such as 2024-05-01T12:00:00Z, got 'yesterday'",
     ]
-    for (fail_code, fail_out, fail_err), message in zip(failures, expected, strict=True):
-        assert fail_code == 1, (message, fail_out, fail_err)
-        lines = fail_err.splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: "), fail_err
-        assert message in lines[0]
+    cases_code, cases_out, cases_err = finish(refusals)
+    assert cases_code == 0 and cases_out == "", cases_err
+    blocks: list[tuple[str, list[str]]] = []
+    lines: list[str] = []
+    for line in cases_err.splitlines():
+        if line.startswith("=== exit "):
+            blocks.append((line.removeprefix("=== exit "), lines))
+            lines = []
+        else:
+            lines.append(line)
+    for (exit_code, printed), message in zip(blocks, expected, strict=True):
+        assert exit_code == "1" and len(printed) == 1, (message, printed)
+        assert printed[0].startswith("error: ") and message in printed[0], (message, printed)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.csv", "scores.parquet", "tx.csv", "tx.parquet"]
 
 
@@ -116,7 +151,7 @@ def test_resume_after_sigkill_gives_the_clean_output(registry: Registry, tmp_pat
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline and victim.poll() is None:
         staging = list(tmp_path.glob(".scores.parquet.*.parts"))
-        if staging and len(list(staging[0].glob("part-*.parquet"))) >= 5:
+        if staging and len(list(staging[0].glob("part-*.arrow"))) >= 5:
             break
         time.sleep(0.02)
     assert victim.poll() is None, "the job finished before it could be killed"
@@ -124,7 +159,7 @@ def test_resume_after_sigkill_gives_the_clean_output(registry: Registry, tmp_pat
     assert finish(victim)[0] == -signal.SIGKILL
 
     assert not (tmp_path / "scores.parquet").exists()  # nothing half-written is visible
-    done = len(list(staging[0].glob("part-*.parquet")))
+    done = len(list(staging[0].glob("part-*.arrow")))
     assert 5 <= done < 200
 
     resumed, clean = run_many(

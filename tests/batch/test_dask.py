@@ -1,7 +1,8 @@
-"""The Dask engine gives the local engine's output row for row, on an existing cluster and on its own.
+"""The Dask engine gives the local engine's output row for row.
 
-One ``LocalCluster`` (two single-threaded worker processes) serves the module; one test lets the
-engine start (and stop) a cluster of its own.
+One ``LocalCluster`` serves the module: the one the Dask engine starts when it is given no scheduler
+(two single-threaded worker processes); the jobs reach it through its scheduler address, as they
+would reach a remote cluster.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pandas as pd
 import pytest
 
 from shipyard import batch
-from shipyard.batch.engines import local_cluster
+from shipyard.batch.engines import DaskEngine
 from shipyard.errors import ShipyardError
 
 from .conftest import STAMP, Registry, make_rows
@@ -23,10 +24,23 @@ pytest.importorskip("distributed")
 
 
 @pytest.fixture(scope="module")
-def scheduler() -> Iterator[str]:
-    """The address of a two-worker LocalCluster shared by the module's tests."""
-    with local_cluster(2) as cluster:
-        yield str(cluster.scheduler_address)
+def own_cluster() -> Iterator[DaskEngine]:
+    """A Dask engine with the LocalCluster it starts itself, shared by the module's tests."""
+    with DaskEngine(workers=2) as engine:
+        yield engine
+
+
+@pytest.fixture
+def scheduler(own_cluster: DaskEngine) -> str:
+    """The address of the module's cluster."""
+    return str(own_cluster.cluster.scheduler_address)
+
+
+def test_without_a_scheduler_the_engine_starts_single_threaded_local_workers(own_cluster: DaskEngine) -> None:
+    threads = own_cluster.client.nthreads()
+    assert list(threads.values()) == [1, 1]
+    assert all(address.startswith("tcp://127.0.0.1:") for address in threads)
+    assert own_cluster.workers == 2 and own_cluster.window == 4
 
 
 def _both(registry: Registry, folder: Path, source: Path, name: str, **options: object) -> tuple[Path, Path]:
@@ -53,15 +67,6 @@ def test_dask_output_is_the_local_output_row_for_row(
         check_exact=True,
     )
     check_scores(registry, local_scores, rows.drop(index=[3, 700, 701, 1500, 1999]), model=model)
-
-
-def test_dask_engine_starts_its_own_local_cluster(registry: Registry, tmp_path: Path) -> None:
-    rows = make_rows(1_000, seed=11)
-    rows.to_parquet(tmp_path / "tx.parquet")
-    local, dask = _both(registry, tmp_path, tmp_path / "tx.parquet", "fraud", chunk_rows=300, workers=1)
-    pd.testing.assert_frame_equal(
-        pd.read_parquet(local.with_suffix(".parquet")), pd.read_parquet(dask.with_suffix(".parquet")), check_exact=True
-    )
 
 
 def test_unreachable_scheduler_names_the_address(registry: Registry, tmp_path: Path) -> None:

@@ -262,13 +262,18 @@ def test_an_interrupted_job_leaves_the_old_output_and_resumes_where_it_stopped(
     assert out.read_bytes() == b"old"  # untouched until the job is done
     (staging,) = [p for p in tmp_path.iterdir() if p.name.startswith(".scores.parquet.")]
     assert sorted(p.name for p in staging.iterdir() if p.name.startswith("part-")) == [
-        f"part-00000{i}.parquet" for i in range(4)
+        f"part-00000{i}.arrow" for i in range(4)
     ]
+
+    # As after a power cut: chunk 2's part cut short, chunk 0's rejected row (row 3) lost. Both are redone.
+    part = staging / "part-000002.arrow"
+    part.write_bytes(part.read_bytes()[:100])
+    (staging / "rejects-000000.arrow").unlink()
 
     caplog.set_level(logging.INFO, "shipyard.batch")
     resumed = run(registry, path, out, chunk_rows=150, scored_at=None, resume=True)
-    assert "chunks already done" in caplog.text
-    assert (resumed.rows, resumed.rejected, resumed.resumed_chunks, resumed.chunks) == (2_000, 5, 4, 14)
+    assert "Resuming job" in caplog.text and ": 2 chunks already done" in caplog.text
+    assert (resumed.rows, resumed.rejected, resumed.resumed_chunks, resumed.chunks) == (2_000, 5, 2, 14)
     scores = pd.read_parquet(out)
     assert scores["scored_at"].nunique() == 1  # the resumed rows carry the first run's time
 

@@ -2,10 +2,12 @@
 
 **Staging folder.** Every job has a hidden folder named after its output and job id,
 ``.{name}.{job_id}.parts``: next to the output file, or, for SQL output, next to the rejects file. It
-holds the manifest (``job.json``), each chunk's rejected rows (``rejects-000042.parquet``) and, for
-file output, each chunk's scores (``part-000042.parquet``). A part is written under a temporary name,
-fsynced and renamed, so it exists only when complete: after a crash, the parts present are exactly
-the chunks done, and ``--resume`` skips them.
+holds the manifest (``job.json``), each chunk's rejected rows (``rejects-000042.arrow``) and, for
+file output, each chunk's scores (``part-000042.arrow``), as Arrow IPC files. A part is written under a
+temporary name and renamed, so it exists only when complete: after a crash, the parts present are
+the chunks done, and ``--resume`` skips them. A resumed job reads every part back first and scores
+again any chunk whose parts do not read back whole (a power cut can cut short a renamed file that
+was never fsynced); rejects parts are fsynced, since a SQL chunk cannot be scored twice.
 
 **File output.** When every chunk is done, the parts are streamed in chunk order into the output
 through :class:`pyarrow.parquet.ParquetWriter` (or :class:`pyarrow.csv.CSVWriter`) under a temporary
@@ -63,6 +65,8 @@ CHUNKS_TABLE = "shipyard_batch_chunks"
 SUFFIXES: dict[str, FileFormat] = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _MERGE_ROWS = 1 << 17  # rows per row group of a merged file, whatever the chunk size
+_IPC = pa.ipc.IpcWriteOptions(compression="lz4")
+REJECTED_KEY = b"shipyard.rejected"
 
 
 # ---------------------------------------------------------------------- targets
@@ -169,7 +173,12 @@ def default_rejects(target: Target) -> FileTarget:
 
 # ---------------------------------------------------------------------- staging folder
 class Staging:
-    """The job's hidden folder of finished chunk parts, rejected rows and manifest."""
+    """The job's hidden folder of finished chunk parts, rejected rows and manifest.
+
+    Parts are Arrow IPC files (LZ4-compressed): internal to the job, they are cheap to write and read
+    back, whatever the chunk size. A scores part records in its schema metadata how many rows of its
+    chunk were rejected, so a resumed job can tell whether the chunk's rejects part is all there.
+    """
 
     def __init__(self, beside: Path, job_id: str) -> None:
         self.beside = beside
@@ -186,45 +195,61 @@ class Staging:
         _guard(self.folder, lambda: self.folder.mkdir(parents=False))
         _guard(self.folder, lambda: write_manifest(self.folder, spec, scored_at))
 
-    def write(self, kind: str, index: int, table: pa.Table) -> None:
-        """Write one chunk's table as ``<kind>-<index>.parquet``, complete or not at all."""
-        final = self.folder / f"{kind}-{index:06d}.parquet"
+    def write(self, kind: str, index: int, table: pa.Table, *, durable: bool = False) -> None:
+        """Write one chunk's table as ``<kind>-<index>.arrow``: under a temporary name, then renamed.
+
+        A process killed at any moment leaves the part complete or absent. ``durable`` also fsyncs it
+        before the rename, for parts that must outlive a power cut (rejects committed with SQL rows).
+        """
+        final = self.folder / f"{kind}-{index:06d}.arrow"
         tmp = self.folder / f".{final.name}.tmp"
 
         def write() -> None:
-            pq.write_table(table, tmp)
-            _fsync(tmp)
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema, options=_IPC) as writer:
+                writer.write_table(table)
+            if durable:
+                _fsync(tmp)
             os.replace(tmp, final)
 
         _guard(self.folder, write)
 
     def parts(self, kind: str) -> dict[int, Path]:
-        """The finished ``<kind>`` parts by chunk index; leftover temporary files are deleted."""
+        """The ``<kind>`` parts by chunk index; leftover temporary files are deleted."""
         found: dict[int, Path] = {}
         for path in self.folder.iterdir():
             if path.name.startswith(".") and path.name.endswith(".tmp"):
                 path.unlink(missing_ok=True)
                 continue
-            match = re.fullmatch(rf"{re.escape(kind)}-(\d+)\.parquet", path.name)
+            match = re.fullmatch(rf"{re.escape(kind)}-(\d+)\.arrow", path.name)
             if match:
                 found[int(match.group(1))] = path
         return found
 
-    def keep_only(self, kind: str, indexes: Iterable[int]) -> None:
-        """Delete the ``<kind>`` parts of chunks not in ``indexes`` (written by a chunk that never finished)."""
-        wanted = set(indexes)
+    def readable(self, kind: str) -> dict[int, tuple[int, int]]:
+        """The ``<kind>`` parts that read back whole, as ``(rows, rejected rows recorded)``; others are deleted."""
+        found: dict[int, tuple[int, int]] = {}
         for index, path in self.parts(kind).items():
-            if index not in wanted:
+            try:
+                table = read_part(path)
+                recorded = int((table.schema.metadata or {}).get(REJECTED_KEY, b"0"))
+            except (pa.ArrowException, OSError, ValueError):
                 path.unlink(missing_ok=True)
+                continue
+            found[index] = (table.num_rows, recorded)
+        return found
+
+    def drop(self, kind: str, indexes: Iterable[int]) -> None:
+        """Delete the ``<kind>`` parts of the chunks ``indexes``."""
+        for index in indexes:
+            (self.folder / f"{kind}-{index:06d}.arrow").unlink(missing_ok=True)
 
     def publish_rejects(self, chunks: int, rejects: FileTarget) -> int:
         """Merge the rejects parts into the rejects file if there are any; return how many rows it has."""
         parts = self.parts("rejects")
         paths = [parts[i] for i in range(chunks) if i in parts]
-        rows = sum(int(pq.ParquetFile(p).metadata.num_rows) for p in paths)
-        if rows:
-            write_atomically(rejects, _read_parts(paths, None), [pq.read_schema(p) for p in paths])
-        return rows
+        if paths:
+            write_atomically(rejects, paths)
+        return sum(_part_rows(p) for p in paths)
 
     def remove(self) -> None:
         """Delete the folder and everything in it."""
@@ -237,6 +262,18 @@ class Staging:
         for other in self.beside.parent.glob(pattern):
             if other != self.folder and re.fullmatch(r"[0-9a-f]{16}", other.name.split(".")[-2]):
                 shutil.rmtree(other, ignore_errors=True)
+
+
+def read_part(path: Path) -> pa.Table:
+    """A part file's rows (read into memory, so the file may be deleted afterwards)."""
+    with pa.OSFile(str(path), "rb") as source:
+        return pa.ipc.open_file(source).read_all()
+
+
+def _part_rows(path: Path) -> int:
+    with pa.memory_map(str(path)) as source:
+        reader = pa.ipc.open_file(source)
+        return sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
 
 
 # ---------------------------------------------------------------------- sinks
@@ -255,15 +292,15 @@ class Sink(ABC):
         """For a resumed run: the finished chunks, each with its (scored, rejected) row counts."""
 
     def write(self, result: ChunkResult) -> None:
-        """Store one scored chunk, atomically: its rejects first, then its scores mark it done."""
+        """Store one scored chunk, atomically: its rejects first, then its scores, which mark it done."""
         if result.rejected:
             assert result.rejects is not None
-            self.staging.write("rejects", result.index, result.rejects)
+            self.staging.write("rejects", result.index, result.rejects, durable=True)
         assert result.scores is not None
-        self._write_scores(result.index, result.scores)
+        self._write_scores(result.index, result.scores, result.rejected)
 
     @abstractmethod
-    def _write_scores(self, index: int, scores: pa.Table) -> None: ...
+    def _write_scores(self, index: int, scores: pa.Table, rejected: int) -> None: ...
 
     @abstractmethod
     def publish(self, chunks: int, empty: pa.Table) -> None:
@@ -276,10 +313,6 @@ class Sink(ABC):
     def close(self) -> None:  # noqa: B027 - only SQL sinks hold connections
         """Release connections."""
 
-    def _rejected(self, indexes: Iterable[int]) -> dict[int, int]:
-        parts = self.staging.parts("rejects")
-        return {i: int(pq.ParquetFile(parts[i]).metadata.num_rows) if i in parts else 0 for i in indexes}
-
 
 class FileSink(Sink):
     """Scores into a Parquet or CSV file via one part file per chunk."""
@@ -291,22 +324,26 @@ class FileSink(Sink):
         self.staging = Staging(target.path, job_id)
 
     def done(self) -> dict[int, tuple[int, int]]:
-        parts = self.staging.parts("part")
-        self.staging.keep_only("rejects", parts)
-        rejected = self._rejected(parts)
-        return {i: (int(pq.ParquetFile(p).metadata.num_rows), rejected[i]) for i, p in parts.items()}
+        """Chunks whose scores part and (if it had rejected rows) rejects part both read back whole.
 
-    def _write_scores(self, index: int, scores: pa.Table) -> None:
-        self.staging.write("part", index, scores)
+        Any other chunk is scored again: a part cut short by a power cut is found and redone here.
+        """
+        scores = self.staging.readable("part")
+        rejects = self.staging.readable("rejects")
+        done = {i: (rows, rejected) for i, (rows, rejected) in scores.items() if rejects.get(i, (0, 0))[0] == rejected}
+        self.staging.drop("part", set(scores) - set(done))
+        self.staging.drop("rejects", set(rejects) - set(done))
+        return done
+
+    def _write_scores(self, index: int, scores: pa.Table, rejected: int) -> None:
+        self.staging.write("part", index, scores.replace_schema_metadata({REJECTED_KEY: str(rejected)}))
 
     def publish(self, chunks: int, empty: pa.Table) -> None:
         parts = self.staging.parts("part")
         missing = [i for i in range(chunks) if i not in parts]
         if missing:
             raise ShipyardError(f"chunk {missing[0]} of job {self.staging.job_id} has no part file; run the job again")
-        paths = [parts[i] for i in range(chunks)]
-        schemas = [pq.read_schema(p) for p in paths] or [empty.schema]
-        write_atomically(self.target, _read_parts(paths, empty.schema), schemas)
+        write_atomically(self.target, [parts[i] for i in range(chunks)], empty.schema)
         self.staging.remove_others()
 
 
@@ -331,6 +368,7 @@ class SqlSink(Sink):
             Column("chunk_index", Integer, primary_key=True),
             Column("rows", BigInteger, nullable=False),
             Column("finished_at", DateTime(timezone=True), nullable=False),
+            Column("rejected", BigInteger, nullable=False, server_default="0"),
         )
         try:
             self.engine: Engine = create_engine(target.url)
@@ -353,19 +391,25 @@ class SqlSink(Sink):
         super().start(spec, scored_at)
 
     def done(self) -> dict[int, tuple[int, int]]:
+        """The chunks recorded in ``shipyard_batch_chunks`` for this job; their rejects parts must all be there."""
         from sqlalchemy import select
 
+        c = self.chunks.c
         with self._connect() as conn:
             self.metadata.create_all(conn, checkfirst=True)
-            rows = conn.execute(
-                select(self.chunks.c.chunk_index, self.chunks.c.rows).where(self.chunks.c.job_id == self.job_id)
-            ).all()
-        finished = {int(index): int(count) for index, count in rows}
-        self.staging.keep_only("rejects", finished)
-        rejected = self._rejected(finished)
-        return {i: (n, rejected[i]) for i, n in finished.items()}
+            rows = conn.execute(select(c.chunk_index, c.rows, c.rejected).where(c.job_id == self.job_id)).all()
+        finished = {int(index): (int(count), int(rejected)) for index, count, rejected in rows}
+        rejects = self.staging.readable("rejects")
+        self.staging.drop("rejects", set(rejects) - set(finished))
+        lost = [i for i, (_, rejected) in finished.items() if rejects.get(i, (0, 0))[0] != rejected]
+        if lost:
+            raise ShipyardError(
+                f"the rejected rows of chunk {min(lost)} of job {self.job_id} are missing from {self.staging.folder}; "
+                f"its scores are already in {self.target.label}: run the job again without resuming"
+            )
+        return finished
 
-    def _write_scores(self, index: int, scores: pa.Table) -> None:
+    def _write_scores(self, index: int, scores: pa.Table, rejected: int) -> None:
         from sqlalchemy import insert
 
         with self._connect() as conn:
@@ -373,7 +417,11 @@ class SqlSink(Sink):
                 scores.to_pandas().to_sql(self.write_table, conn, if_exists="append", index=False)
             conn.execute(
                 insert(self.chunks).values(
-                    job_id=self.job_id, chunk_index=index, rows=scores.num_rows, finished_at=datetime.now(UTC)
+                    job_id=self.job_id,
+                    chunk_index=index,
+                    rows=scores.num_rows,
+                    rejected=rejected,
+                    finished_at=datetime.now(UTC),
                 )
             )
 
@@ -431,14 +479,16 @@ def open_sink(target: Target, job_id: str, rejects: FileTarget, if_exists: IfExi
 
 
 # ---------------------------------------------------------------------- atomic files
-def write_atomically(target: FileTarget, tables: Iterable[pa.Table], schemas: list[pa.Schema]) -> None:
-    """Write ``tables`` into ``target`` under a temporary name, fsync, and rename into place.
+def write_atomically(target: FileTarget, parts: list[Path], empty: pa.Schema | None = None) -> None:
+    """Stream the part files, in order, into ``target``: a temporary name, fsync, then a rename into place.
 
-    Parts may differ in types where a chunk had no rows (e.g. ``float64`` for a regressor's
-    ``float32``); they are cast to the types that hold them all.
+    Parts may differ in types where a chunk had no rows (``float64`` for a regressor's ``float32``
+    predictions); every part is cast to the types that hold them all. With no parts, ``target`` gets the
+    columns of ``empty`` and no rows. Memory holds one part (or ``_MERGE_ROWS`` rows) at a time.
     """
     from pyarrow import csv as pacsv
 
+    schemas = [_part_schema(p) for p in parts] or [empty or pa.schema([])]
     schema = pa.unify_schemas(schemas, promote_options="permissive") if len(schemas) > 1 else schemas[0]
     path = target.path
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
@@ -447,8 +497,11 @@ def write_atomically(target: FileTarget, tables: Iterable[pa.Table], schemas: li
         writer: pq.ParquetWriter | pacsv.CSVWriter
         writer = pq.ParquetWriter(tmp, schema) if target.format == "parquet" else pacsv.CSVWriter(tmp, schema)
         with writer:
-            for table in _batched(tables, _MERGE_ROWS):
+            for table in _batched((read_part(p) for p in parts), _MERGE_ROWS):
+                table = table.replace_schema_metadata(None)
                 writer.write_table(table.cast(schema) if table.schema != schema else table)
+            if not parts:
+                writer.write_table(schema.empty_table())
         _fsync(tmp)
         tmp.chmod(0o666 & ~_umask())
         os.replace(tmp, path)
@@ -460,12 +513,9 @@ def write_atomically(target: FileTarget, tables: Iterable[pa.Table], schemas: li
         tmp.unlink(missing_ok=True)
 
 
-def _read_parts(paths: list[Path], empty: pa.Schema | None) -> Iterator[pa.Table]:
-    for path in paths:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=_MERGE_ROWS):
-            yield pa.Table.from_batches([batch])
-    if not paths and empty is not None:
-        yield empty.empty_table()
+def _part_schema(path: Path) -> pa.Schema:
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).schema.remove_metadata()
 
 
 def _batched(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
@@ -473,7 +523,7 @@ def _batched(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
     pending: list[pa.Table] = []
     held = 0
     for table in tables:
-        pending.append(table)
+        pending.append(table.replace_schema_metadata(None))
         held += table.num_rows
         if held >= rows:
             yield pa.concat_tables(pending, promote_options="permissive")
