@@ -97,3 +97,12 @@ def test_the_database_is_opened_read_only(db_path: Path) -> None:
     source = open_source(db_path, query="CREATE TABLE t2 AS SELECT 1 AS x")
     with pytest.raises(InvalidInput, match="read-only"):
         source.read()
+
+
+def test_decimals_come_as_floats(tmp_path: Path) -> None:
+    path = tmp_path / "d.duckdb"
+    with duckdb.connect(str(path)) as db:
+        db.execute("CREATE TABLE p AS SELECT 1.25 AS price, range AS n FROM range(3)")
+    frame = open_source(path, table="p").read()
+    assert frame["price"].dtype == "float64"
+    assert frame["price"].tolist() == [1.25, 1.25, 1.25]

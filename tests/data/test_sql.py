@@ -153,8 +153,11 @@ def test_postgres_schema_qualified_table_and_types(module_postgres_url: str) -> 
     assert str(frame["at"].dtype) == "datetime64[us, UTC]"
     assert frame["tag"].str.len().eq(36).all()
     assert [len(c) for c in source.iter_batches(20)] == [20, 20, 10]
+    assert frame["extra"].iloc[0] == '{"g": 1}'  # JSON columns come as JSON text
     query = open_source(module_postgres_url, query="SELECT price, extra FROM scoring.events ORDER BY id")
-    assert query.read()["price"].iloc[-1] == 12.5
+    out = query.read()
+    assert out["price"].iloc[-1] == 12.5
+    assert out["extra"].iloc[-1] == '{"g": 50}'
 
 
 @pytest.mark.postgres

@@ -135,6 +135,20 @@ def _concat(parts: list[pa.RecordBatch | pa.Table]) -> pa.Table:
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 
+def decimals_as_floats(table: pa.Table) -> pa.Table:
+    """``table`` with its decimal columns cast to ``float64``.
+
+    >>> import decimal, pyarrow as pa
+    >>> decimals_as_floats(pa.table({"p": [decimal.Decimal("1.25")]})).column("p").to_pylist()
+    [1.25]
+    """
+    if not any(pa.types.is_decimal(t) for t in table.schema.types):
+        return table
+    fields = [pa.field(f.name, pa.float64(), f.nullable, f.metadata) if pa.types.is_decimal(f.type) else f
+              for f in table.schema]
+    return table.cast(pa.schema(fields, metadata=table.schema.metadata))
+
+
 def plain_pandas_metadata(schema: pa.Schema) -> pa.Schema:
     """``schema`` with its pandas metadata kept for dtypes but without index columns.
 
@@ -165,7 +179,8 @@ def to_frames(tables: Iterable[pa.Table], metadata: dict[bytes, bytes] | None = 
     """Convert tables to DataFrames indexed by row position across the whole stream.
 
     ``metadata`` (an Arrow schema's metadata, e.g. from :func:`plain_pandas_metadata`) restores
-    pandas dtypes recorded by the writer.
+    pandas dtypes recorded by the writer. Decimal columns become ``float64`` (models take floats, not
+    :class:`decimal.Decimal` objects), as :func:`pandas.read_sql` does.
 
     >>> import pyarrow as pa
     >>> [f.index.tolist() for f in to_frames([pa.table({"x": [1, 2]}), pa.table({"x": [3]})])]
@@ -175,6 +190,7 @@ def to_frames(tables: Iterable[pa.Table], metadata: dict[bytes, bytes] | None = 
     for table in tables:
         if metadata is not None:
             table = table.replace_schema_metadata(metadata)
+        table = decimals_as_floats(table)
         frame = table.to_pandas()
         frame.index = pd.RangeIndex(start, start + len(frame))
         start += len(frame)

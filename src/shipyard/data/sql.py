@@ -9,6 +9,7 @@ message or a fingerprint.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -327,7 +328,7 @@ def _to_array(values: Sequence[Any], field: pa.Field, uri: str) -> pa.Array:
         try:
             return pa.array(values, type=target)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
-            return pa.array([None if v is None else str(v) for v in values], type=target)
+            return pa.array([_text(v) for v in values], type=target)
     if not pa.types.is_integer(target):
         try:  # the fast path: values already of the column's type (floats, bools, datetimes)
             return pa.array(values, type=target)
@@ -345,6 +346,15 @@ def _to_array(values: Sequence[Any], field: pa.Field, uri: str) -> pa.Array:
             f"column {field.name!r} of {uri} holds values{shown} that do not fit its type {target} "
             f"({first_line(exc)}); cast the column in a query, e.g. query='SELECT CAST({field.name} AS ...) ...'"
         ]) from None
+
+
+def _text(value: Any) -> str | None:
+    """A value as text: JSON for what a JSON column gives (dicts, lists), ``str`` for the rest."""
+    if value is None:
+        return None
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=str, sort_keys=True)
+    return str(value)
 
 
 def _fits(value: Any, target: pa.DataType) -> bool:
