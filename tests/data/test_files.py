@@ -292,3 +292,12 @@ def test_csv_ragged_row_says_where(tmp_path: Path) -> None:
     late.write_text("a,b\n" + "1,2\n" * 3000 + "3,4,5\n")
     with pytest.raises(InvalidInput, match=r"cannot read .*late\.csv as CSV after row \d+: CSV parse error"):
         CsvSource(late, block_size=4096).read()
+
+
+def test_parquet_decimals_come_as_floats(tmp_path: Path) -> None:
+    import decimal
+
+    pd.DataFrame({"p": [decimal.Decimal("1.25"), None]}).to_parquet(tmp_path / "d.parquet")
+    source = open_source(tmp_path / "d.parquet")
+    assert source.schema().types == [pa.float64()]
+    assert source.read()["p"].dtype == "float64"

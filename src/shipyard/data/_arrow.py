@@ -144,9 +144,19 @@ def decimals_as_floats(table: pa.Table) -> pa.Table:
     """
     if not any(pa.types.is_decimal(t) for t in table.schema.types):
         return table
+    return table.cast(decimal_fields_as_floats(table.schema))
+
+
+def decimal_fields_as_floats(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with decimal fields as ``float64``: the types chunks have after :func:`to_frames`.
+
+    >>> import pyarrow as pa
+    >>> decimal_fields_as_floats(pa.schema([("p", pa.decimal128(10, 2))])).types
+    [DataType(double)]
+    """
     fields = [pa.field(f.name, pa.float64(), f.nullable, f.metadata) if pa.types.is_decimal(f.type) else f
-              for f in table.schema]
-    return table.cast(pa.schema(fields, metadata=table.schema.metadata))
+              for f in schema]
+    return pa.schema(fields, metadata=schema.metadata)
 
 
 def plain_pandas_metadata(schema: pa.Schema) -> pa.Schema:

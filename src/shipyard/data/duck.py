@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import pyarrow as pa
 
-from shipyard.data._arrow import check_chunk_rows, first_line, rechunk, select_columns, to_frames
+from shipyard.data._arrow import (
+    check_chunk_rows,
+    decimal_fields_as_floats,
+    first_line,
+    rechunk,
+    select_columns,
+    to_frames,
+)
 from shipyard.data.base import Source
 from shipyard.errors import InvalidInput, NotFound
 
@@ -133,13 +140,13 @@ class DuckDBSource(Source):
             raise InvalidInput(f"{what} on {self.path} failed: {first_line(exc)}") from None
 
     def schema(self) -> pa.Schema:
-        """The columns and their Arrow types, from an empty result of the table or query."""
+        """The columns and their Arrow types, from an empty result of the table or query (decimals as float64)."""
         if self._schema is None:
             with self._connect() as conn:
                 relation = self._run(conn, self._sql())
                 if relation is None:
                     raise InvalidInput(f"the query on {self.path} returns no rows; pass a SELECT statement")
-                self._schema = relation.limit(0).to_arrow_table().schema
+                self._schema = decimal_fields_as_floats(relation.limit(0).to_arrow_table().schema)
         return self._schema
 
     def iter_batches(self, chunk_rows: int, columns: Sequence[str] | None = None) -> Iterator[pd.DataFrame]:

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from shipyard.data._arrow import (
     DataSchemaError,
     check_chunk_rows,
+    decimal_fields_as_floats,
     first_line,
     is_string_like,
     plain_pandas_metadata,
@@ -203,8 +204,11 @@ class ParquetSource(_FileSource):
             parquet.close()
 
     def schema(self) -> pa.Schema:
-        """The columns of the first file (all files share them), from the Parquet footer."""
-        return self._schema
+        """The columns of the first file (all files share them), from the Parquet footer.
+
+        Decimal columns are given as ``float64``, the type their chunks have.
+        """
+        return decimal_fields_as_floats(self._schema)
 
     def count_rows(self) -> int:
         """The number of rows, from the files' metadata."""
