@@ -71,7 +71,9 @@ def test_watermark_on_parquet_files_reads_only_rows_past_the_parents_maximum(
     service: shipyard.ModelService, tmp_path: Path, kit: Any
 ) -> None:
     spec = kit.spec(str(tmp_path / "tx.parquet"), data={"source": str(tmp_path / "tx.parquet"),
-                                                         "incremental": {"watermark": "ts"}})
+                                                         "incremental": {"watermark": "ts"}},
+                    preprocess=[{"class": "sklearn.preprocessing.StandardScaler"},
+                                {"class": "sklearn.preprocessing.PolynomialFeatures", "params": {"degree": 2}}])
     kit.transactions(800).to_parquet(tmp_path / "tx.parquet", index=False)
     first = train(spec, service=service)
     assert first.version.lineage["watermark"] == {"column": "ts", "max": "2024-02-03 07:00:00"}  # row 799
@@ -86,17 +88,22 @@ def test_watermark_on_parquet_files_reads_only_rows_past_the_parents_maximum(
     assert result.rows + result.holdout_rows == 400
     assert result.version.lineage["watermark"] == {"column": "ts", "max": "2024-02-19 23:00:00"}  # row 1199
     assert result.version.parent_version == 1
+    assert result.frozen_steps == ("polynomialfeatures",)
+    assert "left as they were (no partial_fit): polynomialfeatures" in result.notes
 
 
-@pytest.mark.parametrize("database", ["sqlite", "duckdb"])
+@pytest.mark.parametrize("database", ["sqlite", "duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_watermark_on_a_database_filters_in_sql(
-    service: shipyard.ModelService, tmp_path: Path, kit: Any, database: str
+    service: shipyard.ModelService, tmp_path: Path, kit: Any, database: str, request: pytest.FixtureRequest
 ) -> None:
+    db_url = {"sqlite": f"sqlite:///{tmp_path / 'tx.db'}",
+              "postgres": request.getfixturevalue("postgres_url") if database == "postgres" else ""}.get(database)
+
     def append(frame: pd.DataFrame) -> None:
-        if database == "sqlite":
+        if db_url is not None:
             import sqlalchemy as sa
 
-            engine = sa.create_engine(f"sqlite:///{tmp_path / 'tx.db'}")
+            engine = sa.create_engine(db_url)
             frame.to_sql("tx", engine, index=False, if_exists="append")
             engine.dispose()
         else:
@@ -108,8 +115,7 @@ def test_watermark_on_a_database_filters_in_sql(
                 db.execute("INSERT INTO tx SELECT * FROM frame" if exists and exists[0] else
                            "CREATE TABLE tx AS SELECT * FROM frame")
 
-    url = f"sqlite:///{tmp_path / 'tx.db'}?table=tx" if database == "sqlite" else \
-        f"duckdb:///{tmp_path / 'tx.duckdb'}?table=tx"
+    url = f"{db_url}?table=tx" if db_url is not None else f"duckdb:///{tmp_path / 'tx.duckdb'}?table=tx"
     spec = kit.spec(url, data={"source": url, "incremental": {"watermark": "ts"}})
     append(kit.transactions(600))
     first = train(spec, promote="production", service=service)

@@ -140,6 +140,7 @@ def test_a_holdout_source_is_used_for_old_and_new(service: shipyard.ModelService
         ({"estimator": {"class": "sklearn.linear_model.SGDClassifier", "params": {"loss": "nope"}}},
          "'loss' parameter of SGDClassifier"),
         ({"validation": {"holdout": 1.5}}, "validation.holdout"),
+        ({"data": {"source": "tx.parquet", "query": "SELECT 1"}}, "data.query: tx.parquet is not a database"),
     ],
 )
 def test_bad_specs_name_the_field_and_register_nothing(

@@ -62,7 +62,12 @@ def shown_location(location: str) -> str:
 
 def open_training_source(spec: TrainSpec, location: str | None = None) -> Source:
     """The spec's data source (or another location of the spec), relative paths taken from the spec's folder."""
-    return open_source(spec.resolve(location or spec.data.source), query=spec.data.query if location is None else None)
+    resolved = spec.resolve(location or spec.data.source)
+    query = spec.data.query if location is None else None
+    if query is not None and not is_url(resolved) and not resolved.lower().endswith((".duckdb", ".ddb")):
+        raise InvalidSpec(f"data.query: {resolved} is not a database; a query applies to database URLs and "
+                          "DuckDB files, leave it out for files")
+    return open_source(resolved, query=query)
 
 
 def training_columns(spec: TrainSpec, available: Sequence[str], what: str, inherited: Sequence[str] = ()) -> list[str]:

@@ -205,6 +205,9 @@ class TrainSpec(_Strict):
 def load_spec(spec: str | os.PathLike[str] | Mapping[str, Any] | TrainSpec) -> TrainSpec:
     """A :class:`TrainSpec` from a YAML file, a mapping, or a spec (returned as it is).
 
+    Relative data paths in a YAML file are read from the file's folder; in a mapping, from the current
+    folder (or from ``base_dir`` if the mapping gives one).
+
     >>> load_spec({"name": "fraud", "data": {"source": "x.csv"}, "target": "y",
     ...            "estimator": {"class": "sklearn.linear_model.SGDClassifier"}, "epochs": 3})
     Traceback (most recent call last):

@@ -307,7 +307,7 @@ class _Run:
             X=sample_X,
             y=sample_y,
             metrics=new_metrics,
-            params=_params(spec, model, mode, features),
+            params=_params(spec, model, mode, features, metrics),
             description=description,
             parent=parent.version if parent is not None else None,
             lineage=lineage,
@@ -448,7 +448,7 @@ def _describe(model: Any) -> str:
     return type(model).__name__
 
 
-def _params(spec: TrainSpec, model: Any, mode: Mode, features: list[str]) -> dict[str, Any]:
+def _params(spec: TrainSpec, model: Any, mode: Mode, features: list[str], metrics: list[Metric]) -> dict[str, Any]:
     """What the version records as its params: how it was trained and the estimator's settings."""
     estimator = final_estimator(model)
     try:
@@ -463,7 +463,7 @@ def _params(spec: TrainSpec, model: Any, mode: Mode, features: list[str]) -> dic
         "preprocess": [type(step).__name__ for _, step in getattr(model, "steps", [])[:-1]],
         "features": features,
         "target": spec.target,
-        "metrics": [m for m in spec.metrics],
+        "metrics": [m.name for m in metrics],
         "chunk_rows": spec.chunk_rows,
         "seed": spec.validation.seed,
     }
