@@ -1,7 +1,8 @@
 """``shipyard train`` as a user runs it: a real subprocess on its own SHIPYARD_HOME.
 
-Each start of the command imports scikit-learn and skops (seconds), so independent commands run
-concurrently, in three rounds: one-off trainings and bad specs; incremental trainings; what is left.
+Each start of the command that trains imports scikit-learn and skops (seconds of CPU), so independent
+commands run concurrently, in three rounds: a one-off training and bad specs; incremental trainings;
+what is left (commands that fail early or only read the registry).
 """
 
 from __future__ import annotations
@@ -30,22 +31,29 @@ def test_train_promote_incremental_and_errors_from_the_command_line(tmp_path: Pa
     kit.write_spec(project, kit.spec("data/", target="label"), "target.yaml")
     spec = str(project / "spec.yaml")
 
-    one_off, forest, unknown, evil, target, force_alone = kit.run_many(
+    wait = kit.start(
         home,
         ["train", spec, "--promote", "production"],
-        ["train", str(project / "forest.yaml")],
         ["train", str(project / "unknown.yaml")],
         ["train", str(project / "evil.yaml")],
         ["train", str(project / "target.yaml")],
         ["train", spec, "--force"],
     )
+    # Meanwhile, a model without partial_fit, trained in this process to save a command start.
+    from shipyard.app import build_service
+    from shipyard.config import Settings
+    from shipyard.training import train
+
+    service = build_service(Settings(home=home, user="tester"))
+    train(project / "forest.yaml", service=service)
+    service.store.close()
+    one_off, unknown, evil, target, force_alone = wait()
     out = one_off.ok().out
     assert out.startswith("Registered fraud:1 (one-off): trained on ")
     assert re.search(r"│ accuracy\s+│ 0\.\d+\s+│", out)
     assert "log_loss (lower is better)" in out
     assert "fraud@production: none -> 1 (production did not exist yet)" in out
     assert "Reading " in one_off.err  # progress goes to stderr
-    forest.ok()
     assert unknown.error_line == (
         f"error: invalid {project / 'unknown.yaml'}: unknown field 'epochs'; the fields here are: name, data, "
         "target, features, preprocess, estimator, validation, metrics, chunk_rows"

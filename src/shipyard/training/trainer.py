@@ -189,6 +189,10 @@ class _Run:
                 f"--from {from_ref} is a version of {parent.name!r} but the spec trains {spec.name!r}; incremental "
                 "training adds a version to the same model"
             )
+        # What is new is known from the parent's lineage alone: no data read, no model loaded yet.
+        location = spec.resolve(spec.data.source)
+        selection = self._new_files(location, parent) if how.new_files else None
+        mark: Any = None if how.new_files else self._watermark_of(parent)
         loaded = self.service.load(parent.ref)
         model = loaded.raw
         check_incremental(model)
@@ -199,11 +203,7 @@ class _Run:
                          f"{parent.ref} was trained further as it is")
         metrics = resolve_metrics(spec.metrics, model)
         inherited = loaded.signature.column_names if loaded.signature is not None else []
-        location = spec.resolve(spec.data.source)
-        selection: FileSelection | None = None
-        mark: Any = None
-        if how.new_files:
-            selection = self._new_files(location, parent)
+        if selection is not None:
             from shipyard.data import open_source
 
             source = open_source([str(p) for p in selection.new_files])
@@ -211,7 +211,6 @@ class _Run:
             self.say(f"{len(selection.new_files)} new of {len(selection.all_files)} files in {self.shown} "
                      f"since {parent.ref}")
         else:
-            mark = self._watermark_of(parent)
             base = open_training_source(spec)
             fingerprint = base.fingerprint()
             source = above_watermark(base, how.watermark or "", mark)
