@@ -18,7 +18,8 @@ import shipyard
 from shipyard.errors import InvalidInput
 from shipyard.serving.app import create_app
 from shipyard.serving.settings import ServeSettings
-from shipyard.serving.v2 import features, parse_request
+from shipyard.serving.v2_codec import parse_request
+from shipyard.serving.v2_signature import features
 from shipyard.signature import Signature
 
 IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]

@@ -33,6 +33,7 @@ from starlette.responses import Response
 from shipyard.errors import InvalidInput, NotFound, UnsupportedMediaType
 from shipyard.serving.dataplane import DataPlane, Prediction, count_rows
 from shipyard.serving.jsonio import json_response, plain, read_json
+from shipyard.serving.openapi import json_body, schema_with_example
 
 CONTENT_TYPE_CSV = "text/csv"
 CONTENT_TYPE_JSON = "application/json"
@@ -52,33 +53,26 @@ REQUIRED_INPUT_FORMAT = (
     f"{{{', '.join(repr(f) for f in SUPPORTED_FORMATS)}}}"
 )
 
-INVOCATIONS_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            CONTENT_TYPE_JSON: {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        DF_SPLIT: {
-                            "type": "object",
-                            "description": '{"columns": [...], "data": [[...], ...], "index": [...] (optional)}',
-                        },
-                        DF_RECORDS: {"type": "array", "items": {"type": "object"}, "description": "rows as objects"},
-                        INSTANCES: {"type": "array", "description": "rows as objects or as lists of values"},
-                        INPUTS: {"description": "an object of columns, or rows as lists of values or objects"},
-                        PARAMS: {
-                            "type": "object",
-                            "description": 'optional; {"predict_method": "predict_proba"} answers with probabilities',
-                        },
-                    },
-                },
-                "example": {DF_SPLIT: {"columns": ["amount", "merchant_id"], "data": [[12.5, 3]]}},
+INVOCATIONS_BODY = json_body(
+    {
+        "type": "object",
+        "properties": {
+            DF_SPLIT: {
+                "type": "object",
+                "description": '{"columns": [...], "data": [[...], ...], "index": [...] (optional)}',
             },
-            CONTENT_TYPE_CSV: {"schema": {"type": "string"}, "example": "amount,merchant_id\n12.5,3\n"},
+            DF_RECORDS: {"type": "array", "items": {"type": "object"}, "description": "rows as objects"},
+            INSTANCES: {"type": "array", "description": "rows as objects or as lists of values"},
+            INPUTS: {"description": "an object of columns, or rows as lists of values or objects"},
+            PARAMS: {
+                "type": "object",
+                "description": 'optional; {"predict_method": "predict_proba"} answers with probabilities',
+            },
         },
-    }
-}
+    },
+    {DF_SPLIT: {"columns": ["amount", "merchant_id"], "data": [[12.5, 3]]}},
+    extra_media_types={CONTENT_TYPE_CSV: schema_with_example({"type": "string"}, "amount,merchant_id\n12.5,3\n")},
+)
 
 
 # ---------------------------------------------------------------------- request parsing

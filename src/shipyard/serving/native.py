@@ -12,24 +12,18 @@ from starlette.responses import Response
 from shipyard.errors import InvalidInput
 from shipyard.serving.dataplane import DataPlane, Prediction
 from shipyard.serving.jsonio import json_response, plain, read_object
+from shipyard.serving.openapi import json_body
 
-PREDICT_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "instances": {"type": "array", "items": {"type": "object"}, "description": "rows as objects"},
-                        "inputs": {"type": "object", "description": "columns: {name: [values]}"},
-                    },
-                },
-                "example": {"instances": [{"amount": 12.5, "merchant_id": 3}]},
-            }
+PREDICT_BODY = json_body(
+    {
+        "type": "object",
+        "properties": {
+            "instances": {"type": "array", "items": {"type": "object"}, "description": "rows as objects"},
+            "inputs": {"type": "object", "description": "columns: {name: [values]}"},
         },
-    }
-}
+    },
+    {"instances": [{"amount": 12.5, "merchant_id": 3}]},
+)
 
 
 def rows_from_body(body: dict[str, Any]) -> Any:
