@@ -138,20 +138,24 @@ def score_chunk(model: Model, plan: ChunkPlan, index: int, first_row: int, frame
     features_frame = frame if list(frame.columns) == list(plan.features) else frame[list(plan.features)]
 
     bad: dict[int, str] = {}
+    features: Features | None = None
     try:
-        model.prepare(features_frame, allow_extra=True, first_row=first_row)
+        features = model.prepare(features_frame, allow_extra=True, first_row=first_row)
     except SchemaError:
         bad = _bad_rows(features_frame, _validation_check(model, features_frame), first_row, plan.strict)
         if plan.strict:
             return _fatal(index, first_row, rows, bad, "schema")
 
-    kept = np.setdiff1d(np.arange(rows), np.fromiter(bad, dtype=np.int64, count=len(bad)))
+    kept = _without(np.arange(rows), bad)
     good = frame if not bad else frame.iloc[kept].reset_index(drop=True)
     predictions: Any = None
     proba: Any = None
     if len(good):
         try:
-            predictions, proba = _prepare_and_predict(model, plan, good, first_row)
+            if features is None:
+                predictions, proba = _prepare_and_predict(model, plan, good, first_row)
+            else:
+                predictions, proba = _predict(model, plan, features)
         except Exception:  # the model refused rows that fit the signature: find which ones
             found = _bad_rows(good, _prediction_check(model, plan), 0, plan.strict)
             failed = {int(kept[i]): _renumber(reason, first_row + int(kept[i])) for i, reason in found.items()}
@@ -160,7 +164,7 @@ def score_chunk(model: Model, plan: ChunkPlan, index: int, first_row: int, frame
             if len(failed) == len(good) > 1:
                 return _fatal(index, first_row, rows, failed, "prediction", every_row=True)
             bad.update(failed)
-            kept = np.setdiff1d(kept, np.fromiter(failed, dtype=np.int64, count=len(failed)))
+            kept = _without(kept, failed)
             good = frame.iloc[kept].reset_index(drop=True)
             if len(good):
                 predictions, proba = _prepare_and_predict(model, plan, good, first_row)
@@ -288,6 +292,13 @@ def _bad_rows(frame: pd.DataFrame, check: Check, first_row: int, first_only: boo
         reason = check(frame, first_row) or "the chunk as a whole does not fit the model"
         bad = dict.fromkeys(range(1 if first_only else len(frame)), reason)
     return bad
+
+
+def _without(positions: np.ndarray[Any, Any], drop: dict[int, str]) -> np.ndarray[Any, Any]:
+    """``positions`` (sorted) without the keys of ``drop``."""
+    if not drop:
+        return positions
+    return positions[~np.isin(positions, np.fromiter(drop, dtype=np.int64, count=len(drop)))]
 
 
 def _renumber(reason: str, row: int) -> str:
