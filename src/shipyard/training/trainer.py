@@ -186,8 +186,8 @@ class _Run:
         parent = self.service.resolve(from_ref or spec.name)
         if parent.name != spec.name:
             raise InvalidInput(
-                f"--from {from_ref} is a version of {parent.name!r} but the spec trains {spec.name!r}; incremental "
-                "training adds a version to the same model"
+                f"{from_ref} (--from) is a version of {parent.name!r} but the spec trains {spec.name!r}; "
+                "incremental training adds a version to the same model"
             )
         # What is new is known from the parent's lineage alone: no data read, no model loaded yet.
         location = spec.resolve(spec.data.source)
