@@ -360,3 +360,34 @@ def test_output_cannot_be_the_input(registry: Registry, tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="the output is the input file"):
         run(registry, tmp_path / "tx.parquet", tmp_path / "tx.parquet")
     assert pq.read_table(tmp_path / "tx.parquet").num_rows == 10
+
+
+def test_models_trained_on_arrays_and_without_signature(registry: Registry, tmp_path: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    train = make_rows(300, seed=9)
+    X = train[["amount", "items"]].to_numpy()
+    array_model = LogisticRegression().fit(X, train["flag"])
+    registry.service.register(array_model, "arrays", X=X)
+    frame_model = LogisticRegression().fit(train[["amount", "items"]], train["flag"])
+    registry.service.register(frame_model, "unsigned")  # no X: no signature at all
+    rows = make_rows(500, seed=10)[["tx_id", "amount", "items", "note"]]
+    expected = array_model.predict(rows[["amount", "items"]].to_numpy())
+
+    # the numeric columns other than the id column are the features
+    run(registry, rows, tmp_path / "a.parquet", ref="arrays", chunk_rows=200)
+    assert np.array_equal(pd.read_parquet(tmp_path / "a.parquet")["prediction"], expected)
+    # or name them, in training order
+    run(registry, rows.assign(extra=1.0), tmp_path / "b.parquet", ref="arrays", columns="amount,items")
+    assert np.array_equal(pd.read_parquet(tmp_path / "b.parquet")["prediction"], expected)
+    with pytest.raises(
+        SchemaError,
+        match=r"rows of 2 values but <DataFrame> has 3 numeric columns besides the id column \(amount, items, extra\)",
+    ):
+        run(registry, rows.assign(extra=1.0), tmp_path / "c.parquet", ref="arrays")
+    with pytest.raises(InvalidInput, match=r"fraud:1 names its input columns \(amount, items, channel, flag\)"):
+        run(registry, make_rows(5), tmp_path / "d.parquet", columns=["amount"])
+
+    run(registry, rows.drop(columns="note"), tmp_path / "e.parquet", ref="unsigned")  # every column but the id
+    unsigned = frame_model.predict(rows[["amount", "items"]])
+    assert np.array_equal(pd.read_parquet(tmp_path / "e.parquet")["prediction"], unsigned)

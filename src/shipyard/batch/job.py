@@ -45,6 +45,7 @@ class JobSpec:
     chunk_rows: int
     id_column: str | None = None
     keep: tuple[str, ...] = ()
+    columns: tuple[str, ...] = ()
     strict: bool = False
     if_exists: str | None = None
     scored_at: str | None = None
@@ -59,6 +60,7 @@ class JobSpec:
         """A JSON-ready dict of the fields."""
         data = asdict(self)
         data["keep"] = tuple(self.keep)
+        data["columns"] = tuple(self.columns)
         return data
 
 

@@ -13,7 +13,6 @@ chunk read to the published output), not loading the model or starting a Dask cl
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -21,6 +20,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
 
 from shipyard.batch.chunks import MODEL, MODEL_VERSION, PREDICTION, PROBA_PREFIX, SCORED_AT, ChunkPlan, column_types
 from shipyard.batch.engines import ENGINES, DaskEngine, Engine, EngineName, LocalEngine, ModelPayload, Task
@@ -82,6 +83,7 @@ def score(
     *,
     id_column: str | None = None,
     keep: Sequence[str] | str = (),
+    columns: Sequence[str] | str | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     engine: EngineName = "local",
     scheduler: str | None = None,
@@ -109,6 +111,8 @@ def score(
     output and options), skipping its finished chunks. ``engine="dask"`` scores on a new
     ``LocalCluster`` or the cluster at ``scheduler``; ``workers`` is the number of threads (local) or
     worker processes (new cluster), by default one per core. ``progress`` shows a bar on stderr.
+    ``columns`` names the feature columns, in training order, for a model trained on an array (default:
+    the numeric columns other than ``id_column``).
 
     >>> import shipyard, tempfile, pathlib, pandas as pd
     >>> from sklearn.linear_model import LogisticRegression
@@ -137,6 +141,7 @@ def score(
     if workers is not None and workers < 1:
         raise InvalidInput(f"workers must be at least 1, got {workers}")
     keep = _columns_list(keep)
+    features = _columns_list(columns) if columns else None
 
     target = parse_output(output)
     check_writable(target)
@@ -158,7 +163,7 @@ def score(
     runner = _engine(engine, scheduler, workers)  # a new cluster starts its workers while the model loads
     try:
         model, payload = load_model(service, info, trusted_types)
-        plan = _plan(model, source, id_column, keep, strict, scored_at or datetime.now(UTC))
+        plan = _plan(model, source, id_column, keep, strict, scored_at or datetime.now(UTC), features)
     except BaseException:
         runner.close()
         raise
@@ -174,6 +179,7 @@ def score(
         chunk_rows=chunk_rows,
         id_column=id_column,
         keep=tuple(keep),
+        columns=tuple(features or ()),
         strict=strict,
         if_exists=None if isinstance(target, FileTarget) else if_exists,
         scored_at=None if scored_at is None else _utc(scored_at).isoformat(),
@@ -276,18 +282,19 @@ def load_model(service: ModelService, info: ModelVersion, trusted_types: Sequenc
 
 
 def _plan(
-    model: Model, source: Source, id_column: str | None, keep: list[str], strict: bool, scored_at: datetime
+    model: Model,
+    source: Source,
+    id_column: str | None,
+    keep: list[str],
+    strict: bool,
+    scored_at: datetime,
+    columns: list[str] | None = None,
 ) -> ChunkPlan:
     """Check the columns a job needs against its input and model; decide what to read and copy."""
     schema = source.schema()
     names = list(schema.names)
     passthrough = list(dict.fromkeys([*([id_column] if id_column else []), *keep]))
-    signature = model.signature
-    if signature is not None and signature.tensor is None and signature.inputs:
-        features = signature.column_names
-        _check_schema(source, model)
-    else:
-        features = [n for n in names if n != id_column]
+    features = _features(source, model, id_column, columns)
     classes = tuple(model.classes) if model.has_predict_proba and model.classes is not None else None
     reserved = {PREDICTION, MODEL, MODEL_VERSION, SCORED_AT, *(f"{PROBA_PREFIX}{c}" for c in classes or ())}
     clash = [c for c in passthrough if c in reserved]
@@ -316,22 +323,41 @@ def _check_columns(source: Source, id_column: str | None, keep: list[str]) -> No
             raise InvalidInput(f"{what} {column!r} is not in {source.uri}; its columns are: {', '.join(names)}")
 
 
-def _check_schema(source: Source, model: Model) -> None:
-    """The data layer's column check when it has one; else: every signature column must be in the input."""
-    assert model.signature is not None
-    try:
-        check = importlib.import_module("shipyard.data").check_schema
-    except (ImportError, AttributeError):
-        check = None
-    if check is not None:
-        check(source, model.signature)
-        return
-    names = set(source.column_names)
-    missing = [c for c in model.signature.column_names if c not in names]
-    if missing:
-        raise SchemaError(
-            [f"missing column {c!r}: the model needs it and {source.uri} does not have it" for c in missing]
-        )
+def _features(source: Source, model: Model, id_column: str | None, columns: list[str] | None) -> list[str]:
+    """The input columns the model takes, in its order, checked against the input's schema.
+
+    A model with named inputs takes its signature's columns. A model trained on an array takes
+    ``columns``, by default the input's numeric columns other than the id column; a model registered
+    without a signature takes every column but the id column.
+    """
+    from shipyard.data import check_schema
+
+    signature = model.signature
+    if signature is None:
+        return [n for n in source.column_names if n != id_column]
+    if signature.tensor is None:
+        if columns:
+            raise InvalidInput(
+                f"{model.info.ref} names its input columns ({', '.join(signature.column_names)}); "
+                "columns= (CLI: --columns) is only for models trained on arrays"
+            )
+        return check_schema(source, signature)
+    if not columns:
+        columns = [f.name for f in source.schema() if f.name != id_column and _numeric(f.type)]
+        width = signature.tensor.shape[-1] if len(signature.tensor.shape) == 2 else None
+        if width is not None and len(columns) != width:
+            raise SchemaError(
+                [
+                    f"the model takes rows of {width} values but {source.uri} has {len(columns)} numeric columns "
+                    f"besides the id column ({', '.join(columns) or 'none'}); name the {width} feature columns in "
+                    "training order with columns=[...] (CLI: --columns a,b,c)"
+                ]
+            )
+    return check_schema(source, signature, columns=columns)
+
+
+def _numeric(dtype: pa.DataType) -> bool:
+    return bool(pa.types.is_integer(dtype) or pa.types.is_floating(dtype))
 
 
 def _check_not_input(source: Source, output: str) -> None:

@@ -51,6 +51,14 @@ def score(
     keep: Annotated[
         str | None, typer.Option("--keep", metavar="COL,...", help="More input columns to copy into the output.")
     ] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            "--columns",
+            metavar="COL,...",
+            help="For a model trained on an array: its feature columns in training order (default: the numeric ones).",
+        ),
+    ] = None,
     chunk_rows: Annotated[
         int, typer.Option("--chunk-rows", min=1, metavar="ROWS", help="Rows read, checked and scored at a time.")
     ] = 100_000,
@@ -113,6 +121,7 @@ def score(
         output,
         id_column=id_column,
         keep=keep or (),
+        columns=columns,
         chunk_rows=chunk_rows,
         engine=engine,  # type: ignore[arg-type]  # checked by score()
         scheduler=scheduler,
