@@ -7,7 +7,7 @@
     result = score("fraud@production", "tx.parquet", "scores.parquet", id_column="tx_id", keep=["amount"])
     print(result.rows, result.rows_per_second, result.rejected)
 
-* :mod:`shipyard.batch.score` -- :func:`score`, the job from input to published output;
+* :mod:`shipyard.batch.run` -- :func:`score`, the job from input to published output;
 * :mod:`shipyard.batch.chunks` -- validating and scoring one chunk, rejected rows;
 * :mod:`shipyard.batch.engines` -- the local (threads) and Dask engines;
 * :mod:`shipyard.batch.sinks` -- Parquet/CSV files and SQL tables, staging, atomic publishing, resume;
@@ -18,6 +18,6 @@ The command line is ``shipyard batch score`` (:mod:`shipyard.cli.batch`).
 
 from __future__ import annotations
 
-from shipyard.batch.score import DEFAULT_CHUNK_ROWS, BatchResult, score
+from shipyard.batch.run import DEFAULT_CHUNK_ROWS, BatchResult, score
 
 __all__ = ["DEFAULT_CHUNK_ROWS", "BatchResult", "score"]
