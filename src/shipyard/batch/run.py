@@ -200,6 +200,7 @@ def score(
                     reporter.note(f"Nothing to resume for job {job_id}; scoring from the first chunk")
                 sink.start(spec, plan.scored_at)
             counts = _Counts(done)
+            runner.load(payload)
             loop_started = time.perf_counter()
             reporter.start(source.count_rows(), counts.rows)
             tasks = counts.tasks(source, chunk_rows, [name for name, _ in plan.columns])

@@ -14,7 +14,7 @@ import typer
 
 from shipyard.cli.common import get_service
 from shipyard.cli.output import err_console, say
-from shipyard.errors import InvalidInput
+from shipyard.errors import InvalidInput, ShipyardError
 
 app = typer.Typer(
     help="Score large tables with a registered model, in chunks, locally or on a Dask cluster.",
@@ -115,26 +115,31 @@ def score(
     from shipyard.batch import score as run_job
 
     stamp = _parse_time(scored_at) if scored_at is not None else None
-    result = run_job(
-        ref,
-        input_data,
-        output,
-        id_column=id_column,
-        keep=keep or (),
-        columns=columns,
-        chunk_rows=chunk_rows,
-        engine=engine,  # type: ignore[arg-type]  # checked by score()
-        scheduler=scheduler,
-        workers=workers,
-        resume=resume,
-        strict=strict,
-        rejects=rejects,
-        if_exists=if_exists,  # type: ignore[arg-type]  # checked by score()
-        scored_at=stamp,
-        trusted_types=tuple(trust_type or ()),
-        progress=err_console(),
-        service=get_service(),
-    )
+    try:
+        result = run_job(
+            ref,
+            input_data,
+            output,
+            id_column=id_column,
+            keep=keep or (),
+            columns=columns,
+            chunk_rows=chunk_rows,
+            engine=engine,  # type: ignore[arg-type]  # checked by score()
+            scheduler=scheduler,
+            workers=workers,
+            resume=resume,
+            strict=strict,
+            rejects=rejects,
+            if_exists=if_exists,  # type: ignore[arg-type]  # checked by score()
+            scored_at=stamp,
+            trusted_types=tuple(trust_type or ()),
+            progress=err_console(),
+            service=get_service(),
+        )
+    except KeyboardInterrupt:
+        raise ShipyardError(
+            "interrupted; the chunks scored so far are kept: run the same command with --resume to continue"
+        ) from None
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
