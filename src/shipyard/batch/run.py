@@ -31,6 +31,7 @@ from shipyard.batch.sinks import (
     IF_EXISTS,
     FileTarget,
     IfExists,
+    SqlTarget,
     check_writable,
     default_rejects,
     open_sink,
@@ -110,7 +111,9 @@ def score(
     published. ``resume`` continues an interrupted run of the same job (same model version, input,
     output and options), skipping its finished chunks. ``engine="dask"`` scores on a new
     ``LocalCluster`` or the cluster at ``scheduler``; ``workers`` is the number of threads (local) or
-    worker processes (new cluster), by default one per core. ``progress`` shows a bar on stderr.
+    worker processes (new cluster), by default one per core; a script that starts a cluster this way
+    must call :func:`score` under ``if __name__ == "__main__":``, as the worker processes import it.
+    ``progress`` shows a bar on stderr.
     ``columns`` names the feature columns, in training order, for a model trained on an array (default:
     the numeric columns other than ``id_column``).
 
@@ -153,7 +156,7 @@ def score(
         raise InvalidInput("the rejects file is the output file; give it another name")
 
     source = open_input(input)
-    _check_not_input(source, target.uri)
+    _check_not_input(source, target)
     _check_columns(source, id_column, keep)
     if service is None:
         import shipyard
@@ -204,6 +207,7 @@ def score(
             loop_started = time.perf_counter()
             reporter.start(source.count_rows(), counts.rows)
             tasks = counts.tasks(source, chunk_rows, [name for name, _ in plan.columns])
+            pool = pa.default_memory_pool()
             for result in runner.run(model, payload, plan, tasks):
                 if result.error is not None:
                     sink.discard()
@@ -213,6 +217,8 @@ def score(
                 sink.write(result)
                 counts.add(result.rows, result.rows - result.rejected, result.rejected)
                 reporter.advance(result.rows)
+                del result  # the chunk's tables, before the allocator is asked to give back what is free
+                pool.release_unused()  # without it Arrow keeps freed pages, and the peak creeps up with the chunks
             rejected_rows = sink.staging.publish_rejects(counts.chunks, rejects_target)
             sink.publish(counts.chunks, plan.empty_scores())
             sink.staging.remove()
@@ -361,9 +367,11 @@ def _numeric(dtype: pa.DataType) -> bool:
     return bool(pa.types.is_integer(dtype) or pa.types.is_floating(dtype))
 
 
-def _check_not_input(source: Source, output: str) -> None:
-    files = [Path(f) for f in getattr(source, "files", [])]
-    if any(str(f.absolute()) == output for f in files):
+def _check_not_input(source: Source, target: FileTarget | SqlTarget) -> None:
+    if not isinstance(target, FileTarget):
+        return
+    output = target.path.resolve()
+    if any(Path(f).resolve() == output for f in getattr(source, "files", [])):
         raise InvalidInput("the output is the input file; write the scores to a new file")
 
 
