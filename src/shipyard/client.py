@@ -41,6 +41,16 @@ class PredictResult:
     request_id: str
 
 
+@dataclass(frozen=True)
+class FeedbackResult:
+    """A feedback answer: events stored (durably, before the answer) and their offsets in the model's stream."""
+
+    accepted: int
+    first_offset: int
+    last_offset: int
+    request_id: str
+
+
 def _json_value(value: Any) -> Any:
     if hasattr(value, "item") and not isinstance(value, (list, dict)):
         value = value.item()
@@ -133,6 +143,52 @@ class Client:
         if result.probabilities is None:
             raise errors.InvalidInput(f"model {model!r} does not give probabilities")
         return result.probabilities
+
+    def feedback(
+        self,
+        model: str,
+        *,
+        request_id: str | None = None,
+        label: Any = None,
+        rows: Any = None,
+        labels: Sequence[Any] | None = None,
+    ) -> FeedbackResult:
+        """Send true labels to an online model; returns once the server has stored them.
+
+        Either ``request_id`` and ``label`` (the label of one earlier prediction, by the ``request_id`` of
+        its answer), ``labels`` alone as ``(request_id, label)`` pairs, or ``rows`` with one label per row in
+        ``labels``::
+
+            result = client.infer("fraud", [row])
+            client.feedback("fraud", request_id=result.request_id, label=1)
+            client.feedback("fraud", rows=[row1, row2], labels=[0, 1])
+        """
+        body: dict[str, Any]
+        if request_id is not None:
+            if label is None or rows is not None or labels is not None:
+                raise errors.InvalidInput("give request_id with label, and neither rows nor labels")
+            body = {"request_id": request_id, "label": _json_value(label)}
+        elif rows is not None:
+            if labels is None or label is not None:
+                raise errors.InvalidInput("give rows with labels (one per row)")
+            body = {**_rows(rows), "labels": [_json_value(v) for v in labels]}
+        elif labels is not None:
+            pairs = []
+            for pair in labels:
+                rid, value = (pair["request_id"], pair["label"]) if isinstance(pair, Mapping) else pair
+                pairs.append({"request_id": str(rid), "label": _json_value(value)})
+            body = {"labels": pairs}
+        else:
+            raise errors.InvalidInput(
+                "give request_id and label, labels as (request_id, label) pairs, or rows and labels"
+            )
+        data = self._call("POST", f"/v1/models/{model}/feedback", body)
+        return FeedbackResult(
+            accepted=int(data["accepted"]),
+            first_offset=int(data["first_offset"]),
+            last_offset=int(data["last_offset"]),
+            request_id=data.get("request_id", ""),
+        )
 
     def models(self) -> list[dict[str, Any]]:
         """The models the server serves."""

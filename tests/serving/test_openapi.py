@@ -1,4 +1,4 @@
-"""The OpenAPI document declares the request body of every prediction route, as the protocol modules build it."""
+"""The OpenAPI document declares the request body of every prediction and feedback route, as the modules build it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 import shipyard
-from shipyard.serving import mlflow, native, v2
+from shipyard.serving import mlflow, native, online, v2
 from shipyard.serving.app import create_app
 from shipyard.serving.settings import ServeSettings
 
@@ -31,6 +31,7 @@ def test_prediction_routes_document_their_request_bodies(home: Any) -> None:
         "/v2/models/{name}/versions/{version}/infer": v2.INFER_BODY,
         "/invocations": mlflow.INVOCATIONS_BODY,
         "/v1/models/{name}/invocations": mlflow.INVOCATIONS_BODY,
+        "/v1/models/{name}/feedback": online.FEEDBACK_BODY,
     }
     documented = {
         path: ops["post"]["requestBody"] for path, ops in paths.items() if "requestBody" in ops.get("post", {})

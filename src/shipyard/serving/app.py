@@ -20,9 +20,10 @@ from shipyard.serving import errors, mlflow, native, v2
 from shipyard.serving.auth import AuthMiddleware
 from shipyard.serving.dataplane import DataPlane
 from shipyard.serving.fastpath import FastPredict
-from shipyard.serving.jsonio import json_response
+from shipyard.serving.jsonio import json_response, read_object
 from shipyard.serving.metrics import ServerMetrics
 from shipyard.serving.middleware import ServingMiddleware
+from shipyard.serving.online import FEEDBACK_BODY, OnlineServing
 from shipyard.serving.repository import ModelRepository
 from shipyard.serving.settings import ServeSettings
 
@@ -70,6 +71,7 @@ def create_app(settings: ServeSettings, service: ModelService, *, preload: bool 
         on_load=lambda served: metrics.observe_load(served.name, served.version, served.load_seconds),
     )
     dataplane = DataPlane(repository, settings)
+    online = OnlineServing(service, repository, settings, metrics, dataplane.recorders)
     if preload:
         repository.plan()
         repository.load_all()
@@ -89,10 +91,12 @@ def create_app(settings: ServeSettings, service: ModelService, *, preload: bool 
             await asyncio.to_thread(repository.load_all)
             _freeze_heap()
             _announce(settings, repository)
+        await online.start()
         watcher = asyncio.create_task(repository.watch())
         try:
             yield
         finally:
+            await online.stop()
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
@@ -115,6 +119,17 @@ def create_app(settings: ServeSettings, service: ModelService, *, preload: bool 
     app.include_router(v2.router(dataplane))
     app.include_router(mlflow.router(dataplane))
 
+    @app.post(
+        "/v1/models/{name}/feedback",
+        tags=["online"],
+        status_code=202,
+        openapi_extra=FEEDBACK_BODY,
+        summary="Labels for earlier predictions (by request id) or rows with labels, for online learning",
+    )
+    async def feedback(request: Request, name: str) -> Response:
+        state = request.scope.setdefault("state", {})
+        return json_response(await online.feedback(name, await read_object(request), state), 202)
+
     @app.get("/healthz", tags=["ops"], summary="The process is alive")
     async def healthz() -> Response:
         return json_response({"status": "ok"})
@@ -129,6 +144,6 @@ def create_app(settings: ServeSettings, service: ModelService, *, preload: bool 
     async def prometheus(request: Request) -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    routed = FastPredict(app, dataplane=dataplane)
+    routed = FastPredict(app, dataplane=dataplane, online=online)
     guarded = AuthMiddleware(routed, service=service, required=settings.auth_required())
     return ServingMiddleware(guarded, metrics=metrics, max_body_bytes=settings.max_body_bytes)

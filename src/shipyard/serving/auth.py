@@ -60,6 +60,9 @@ def required_scope(method: str, path: str) -> str | None:
     ('predict', 'predict')
     >>> required_scope("POST", "/v1/feedback"), required_scope("POST", "/admin/reload")
     ('feedback', 'admin')
+    >>> required_scope("POST", "/v1/models/fraud/feedback")
+    'feedback'
+
     >>> required_scope("GET", "/healthz"), required_scope("GET", "/v2"), required_scope("GET", "/secret")
     (None, None, 'admin')
     """
@@ -67,7 +70,7 @@ def required_scope(method: str, path: str) -> str | None:
         return None
     if _under(path, "/admin"):
         return "admin"
-    if _under(path, "/v1/feedback"):
+    if _under(path, "/v1/feedback") or (_under(path, "/v1/models") and path.endswith("/feedback")):
         return "feedback"
     if _under(path, "/v1/models") or _under(path, "/v2/models") or path.endswith("/invocations"):
         return "predict"
@@ -192,6 +195,7 @@ class AuthMiddleware:
             return
         state: dict[str, Any] = scope.setdefault("state", {})
         state["api_key"] = key.name
+        state["api_key_id"] = key_id
         self._touch_later(key_id)
         await self.app(scope, receive, send)
 

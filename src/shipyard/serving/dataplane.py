@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -13,6 +13,9 @@ from shipyard.errors import PayloadTooLarge, PredictionFailed, RequestTimeout, S
 from shipyard.scoring.batcher import Scores
 from shipyard.serving.repository import ModelRepository, ServedModel
 from shipyard.serving.settings import ServeSettings
+
+if TYPE_CHECKING:
+    from shipyard.serving.online import PredictionRecorder
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class DataPlane:
     def __init__(self, repository: ModelRepository, settings: ServeSettings) -> None:
         self.repository = repository
         self.settings = settings
+        self.recorders: dict[str, PredictionRecorder] = {}
+        """Served online models and where their predictions are recorded (filled in at start-up)."""
 
     async def predict(
         self,

@@ -1,4 +1,4 @@
-"""Prometheus metrics of one server: requests, latency, batching, queue wait, in-flight, model loads.
+"""Prometheus metrics of one server: requests, latency, batching, queue wait, in-flight, model loads, online learning.
 
 With several workers, ``shipyard serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` before they start: every
 worker then writes its values to files there, and ``/metrics`` on any worker reports the sum of all.
@@ -69,6 +69,33 @@ class ServerMetrics:
             "Model versions loaded (summed over live workers).",
             registry=self.registry,
             multiprocess_mode="livesum",
+        )
+        self.online_metric = Gauge(
+            "shipyard_online_rolling_metric",
+            "Rolling metric of an online model's learner on the feedback it learnt from.",
+            ["model", "metric"],
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.online_events = Counter(
+            "shipyard_online_events",
+            "Feedback events accepted (stored durably).",
+            ["model"],
+            registry=self.registry,
+        )
+        self.online_pending = Gauge(
+            "shipyard_online_pending_events",
+            "Feedback events stored but not learnt yet.",
+            ["model"],
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.online_snapshots = Gauge(
+            "shipyard_online_snapshots_total",
+            "Snapshots the online learner registered since this server started.",
+            ["model"],
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
         )
         self._request_children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
 

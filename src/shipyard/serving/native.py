@@ -61,8 +61,12 @@ async def predict_json(
     """The native predict answer for a parsed body; shared by the FastAPI route and the fast path."""
     if name in dataplane.repository.deployments:  # only served names become metric labels
         state["model"] = name
-    prediction = await dataplane.predict(name, rows_from_body(body), version=version, allow_extra=allow_extra)
+    data = rows_from_body(body)
+    prediction = await dataplane.predict(name, data, version=version, allow_extra=allow_extra)
     state["version"] = prediction.version
+    recorder = dataplane.recorders.get(name)  # online models only: kept for the feedback's request-id join
+    if recorder is not None:
+        recorder.add(name, prediction.version, state["request_id"], data)
     return prediction_payload(prediction, state["request_id"])
 
 

@@ -21,6 +21,29 @@ class BatchSettings(BaseModel):
     )
 
 
+class OnlineServeSettings(BaseModel):
+    """Online learning in the server: feedback limits, prediction recording and the learners' settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    learn: bool = Field(default=True, description="Run a learner per served online model in every worker.")
+    feedback_events_per_second: float = Field(
+        default=100_000.0, ge=0.0, description="Feedback events per second per API key and worker; 0: no limit."
+    )
+    feedback_burst: int = Field(default=200_000, ge=1, description="Most feedback events a key may send at once.")
+    record_interval_ms: float = Field(
+        default=100.0, gt=0.0, description="How often recorded predictions are written for the request-id join."
+    )
+    record_rows: int = Field(default=2_000, ge=1, description="Write recorded predictions once this many are held.")
+    record_buffer_rows: int = Field(
+        default=100_000, ge=1, description="Most recorded predictions held in memory; beyond, new ones are dropped."
+    )
+    status_interval_s: float = Field(default=1.0, gt=0.0, description="How often /metrics reads the learners' status.")
+    learner: dict[str, float | int | None] = Field(
+        default_factory=dict, description="Learner settings (snapshot_every, lease_seconds, tolerance, window...)."
+    )
+
+
 class ServeSettings(BaseModel):
     """Everything ``shipyard serve`` can be told, by flags or by a YAML file.
 
@@ -45,6 +68,7 @@ class ServeSettings(BaseModel):
     reload_interval_s: float = Field(default=1.0, gt=0, description="How often aliases are checked for moves.")
     batching: BatchSettings = Field(default_factory=BatchSettings, description="Default micro-batching.")
     models: dict[str, BatchSettings] = Field(default_factory=dict, description="Micro-batching per model name.")
+    online: OnlineServeSettings = Field(default_factory=OnlineServeSettings, description="Online learning.")
 
     def batching_for(self, name: str) -> BatchSettings:
         """The batching settings of model ``name``."""
