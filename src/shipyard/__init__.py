@@ -121,12 +121,14 @@ def register(
     trusted_types: Sequence[str] = (),
     parent: int | None = None,
     lineage: Mapping[str, Any] | None = None,
+    online: bool = False,
 ) -> ModelVersion:
     """Register a fitted model as the next version of ``name``; ``X``/``y`` give its signature.
 
     ``tags`` and ``description`` belong to the new version; ``model_tags`` and ``model_description`` to the
     model as a whole. ``parent`` names the version of ``name`` it was trained from and ``lineage`` the
-    data it was trained on (see :mod:`shipyard.training`).
+    data it was trained on (see :mod:`shipyard.training`). ``online=True`` makes it learn from feedback in
+    real time (see :mod:`shipyard.online`); it then needs ``partial_fit`` (or River's ``learn_one``).
     """
     return connect().register(
         model,
@@ -142,6 +144,7 @@ def register(
         trusted_types=trusted_types,
         parent=parent,
         lineage=lineage,
+        online=online,
     )
 
 

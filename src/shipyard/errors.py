@@ -15,9 +15,11 @@ wrong and how to fix it. The web framework never appears here: statuses are ``ht
     ├── NotFound (LookupError)                    404
     │   ├── ModelNotFound                         404
     │   ├── VersionNotFound                       404
-    │   └── AliasNotFound                         404
+    │   ├── AliasNotFound                         404
+    │   └── UnknownRequestIds                     404  (feedback for predictions never recorded)
     ├── Conflict                                  409
-    │   └── NothingToRollBack                     409
+    │   ├── NothingToRollBack                     409
+    │   └── NotOnline                             409  (online learning asked of a model without it)
     ├── UntrustedArtifact                         403
     │   ├── IntegrityError                        403  (hash mismatch)
     │   └── UntrustedTypes                        403  (skops types outside the trusted list)
@@ -267,3 +269,27 @@ class ServerUnavailable(ShipyardError):
     """The client could not reach the prediction server."""
 
     status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class UnknownRequestIds(NotFound):
+    """Feedback for predictions that were never recorded (or were made by a model that is not online)."""
+
+    def __init__(self, name: str, request_ids: list[str]) -> None:
+        shown = ", ".join(map(repr, request_ids[:10]))
+        more = f" (and {len(request_ids) - 10} more)" if len(request_ids) > 10 else ""
+        super().__init__(
+            f"model {name!r} made no recorded prediction with request id {shown}{more}; send feedback with the "
+            "request_id of a prediction of an online model, or send the features with the label"
+        )
+        self.name = name
+        self.request_ids = request_ids
+
+
+class NotOnline(Conflict):
+    """A model that was not registered with ``online=True``, asked for online learning."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"model {name!r} does not learn online; register it with shipyard.register(..., online=True)"
+        )
+        self.name = name

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 import platform
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sqlalchemy import Connection
 
 from shipyard.errors import InvalidInput, UntrustedArtifact
 from shipyard.flavors import Flavor, FlavorCatalog
@@ -83,6 +84,8 @@ class ModelService:
         trusted_types: Sequence[str] = (),
         parent: int | None = None,
         lineage: Mapping[str, Any] | None = None,
+        online: bool = False,
+        on_commit: Callable[[Connection, ModelVersion], None] | None = None,
     ) -> ModelVersion:
         """Store ``model`` as the next version of ``name`` and return that version.
 
@@ -92,8 +95,15 @@ class ModelService:
 
         ``parent`` is the version of the same model this one was trained from (it must exist), and
         ``lineage`` a JSON record of the data it was trained on (source, fingerprint, files, watermark).
+
+        ``online=True`` makes the version the base of online learning (see :mod:`shipyard.online`) and points
+        ``production`` at it; a model that cannot learn online is refused, naming the estimator, and pipeline
+        steps that will stay frozen are named in a warning. ``on_commit`` runs inside the transaction that
+        records the version.
         """
         validate_name(name, "model")
+        if online:
+            on_commit = self._online_hook(model, on_commit)
         parent_version = None if parent is None else _version_number(parent)
         if parent_version is not None:
             self.store.get_version(name, parent_version)  # fail before writing the artifact
@@ -137,10 +147,35 @@ class ModelService:
                 new,
                 model_description=model_description,
                 model_tags={str(k): str(v) for k, v in (model_tags or {}).items()},
+                then=on_commit,
             )
         except BaseException:
             self.artifacts.delete(uri)
             raise
+
+    def _online_hook(
+        self, model: Any, also: Callable[[Connection, ModelVersion], None] | None
+    ) -> Callable[[Connection, ModelVersion], None]:
+        import warnings
+
+        from shipyard.online.adapt import describe
+        from shipyard.online.store import OnlineStore
+
+        info = describe(model)  # refuses, by name, an estimator that cannot learn online
+        if info.frozen:
+            warnings.warn(
+                f"online learning updates every step with partial_fit; these steps stay frozen as fitted: "
+                f"{', '.join(info.frozen)}",
+                UserWarning,
+                stacklevel=3,
+            )
+
+        def hook(conn: Connection, mv: ModelVersion) -> None:
+            OnlineStore.enable(conn, self, mv, info)
+            if also is not None:
+                also(conn, mv)
+
+        return hook
 
     def register_file(
         self,

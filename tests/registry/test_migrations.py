@@ -16,7 +16,7 @@ def test_migrated_schema_matches_the_tables_the_code_uses(backend: str, home: Pa
     assert service.list_models() == []  # first use runs the migrations
     with service.store._engine.connect() as conn:
         context = MigrationContext.configure(conn)
-        assert context.get_current_revision() == "0003"
+        assert context.get_current_revision() == "0004"
         differences = compare_metadata(context, metadata)
     assert differences == []
     service.store.close()
@@ -40,7 +40,7 @@ def test_a_database_at_0002_upgrades_to_0003_keeping_its_rows(backend: str, home
     from sqlalchemy import text
 
     from shipyard.config import Settings
-    from shipyard.registry.store import _make_engine
+    from shipyard.registry.store import SCHEMA_HEAD, _make_engine
 
     engine = _make_engine(Settings().resolved_registry_url())
     config = Config()
@@ -73,10 +73,32 @@ def test_a_database_at_0002_upgrades_to_0003_keeping_its_rows(backend: str, home
                                                                                    "v1", "someone")
     assert (old.parent_version, old.lineage) == (None, {})
     with service.store._engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0003"
+        assert MigrationContext.configure(conn).get_current_revision() == SCHEMA_HEAD
     from sklearn.linear_model import LinearRegression
 
     child = service.register(LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0]), "old", parent=1,
                              lineage={"source": "data/", "files": ["data/a.csv"]})
     assert (child.version, child.parent_version, child.lineage["files"]) == (2, 1, ["data/a.csv"])
     service.store.close()
+
+
+def test_a_database_at_0003_upgrades_to_0004_and_back(backend: str, home: Path) -> None:
+    """Online learning (0004) adds its four tables to an existing registry, and its downgrade removes them."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import inspect
+
+    from shipyard.config import Settings
+    from shipyard.registry.store import _make_engine
+
+    engine = _make_engine(Settings().resolved_registry_url())
+    config = Config()
+    config.set_main_option("script_location", "shipyard.registry:migrations")
+    online = {"online_models", "online_events", "online_predictions", "online_alerts"}
+    for move, target in ((command.upgrade, "0003"), (command.upgrade, "0004"), (command.downgrade, "0003")):
+        with engine.connect().execution_options(shipyard_write=True) as conn, conn.begin():
+            config.attributes["connection"] = conn
+            move(config, target)
+        with engine.connect() as conn:
+            assert (online <= set(inspect(conn).get_table_names())) == (target == "0004")
+    engine.dispose()

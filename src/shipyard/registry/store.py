@@ -9,7 +9,7 @@ write transaction starts with ``BEGIN IMMEDIATE`` so that writers queue instead 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -125,11 +125,14 @@ class MetadataStore:
         *,
         model_description: str | None = None,
         model_tags: dict[str, str] | None = None,
+        then: Callable[[Connection, ModelVersion], None] | None = None,
     ) -> ModelVersion:
         """Record a version whose artifact is already stored; creates the model on first use.
 
         The version number is assigned here, inside the transaction, so a failure anywhere leaves
-        neither a row nor a used number behind.
+        neither a row nor a used number behind. ``then`` runs inside that same transaction once the
+        row is written (e.g. to move an alias and record a consumed offset atomically with it); if it
+        raises, nothing is recorded.
         """
         now = utcnow()
         with self._write() as conn:
@@ -172,26 +175,29 @@ class MetadataStore:
                     lineage=new.lineage,
                 )
             )
-        return ModelVersion(
-            name=name,
-            version=number,
-            flavor=new.flavor,
-            artifact_uri=new.artifact_uri,
-            sha256=new.sha256,
-            size_bytes=new.size_bytes,
-            creator=new.creator,
-            created_at=now,
-            signature=new.signature,
-            input_example=new.input_example,
-            metrics=dict(new.metrics),
-            params=dict(new.params),
-            tags=dict(new.tags),
-            flavor_meta=dict(new.flavor_meta),
-            environment=dict(new.environment),
-            description=new.description,
-            parent_version=new.parent_version,
-            lineage=dict(new.lineage),
-        )
+            created = ModelVersion(
+                name=name,
+                version=number,
+                flavor=new.flavor,
+                artifact_uri=new.artifact_uri,
+                sha256=new.sha256,
+                size_bytes=new.size_bytes,
+                creator=new.creator,
+                created_at=now,
+                signature=new.signature,
+                input_example=new.input_example,
+                metrics=dict(new.metrics),
+                params=dict(new.params),
+                tags=dict(new.tags),
+                flavor_meta=dict(new.flavor_meta),
+                environment=dict(new.environment),
+                description=new.description,
+                parent_version=new.parent_version,
+                lineage=dict(new.lineage),
+            )
+            if then is not None:
+                then(conn, created)
+        return created
 
     def _require_parent(self, conn: Connection, model_id: int, name: str, parent: int) -> None:
         exists = conn.execute(
@@ -290,6 +296,19 @@ class MetadataStore:
                 return None
             self._point(conn, model_row["id"], alias, version, actor, now, exists=current is not None)
             return self._record(conn, model_row, alias, action, current, version, actor, now)
+
+    def point_alias(
+        self, conn: Connection, name: str, alias: str, version: int, actor: str, *, action: str = "set"
+    ) -> AliasMove | None:
+        """Like :meth:`set_alias`, inside a transaction the caller opened (``None`` if nothing moved)."""
+        model_row = self._model_row(conn, name)
+        current = conn.execute(
+            select(aliases.c.version).where(aliases.c.model_id == model_row["id"], aliases.c.name == alias)
+        ).scalar()
+        if current == version:
+            return None
+        self._point(conn, model_row["id"], alias, version, actor, utcnow(), exists=current is not None)
+        return self._record(conn, model_row, alias, action, current, version, actor, utcnow())
 
     def delete_alias(self, name: str, alias: str, actor: str) -> AliasMove:
         """Remove ``alias``; the removal is kept in its history, so a rollback can restore it."""
@@ -422,7 +441,7 @@ def _make_engine(url: str) -> Engine:
     return engine
 
 
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0004"
 """The newest migration in ``migrations/versions`` (a test keeps the two in step)."""
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -112,4 +114,68 @@ Index(
     unique=True,
     sqlite_where=api_keys.c.revoked_at.is_(None),
     postgresql_where=api_keys.c.revoked_at.is_(None),
+)
+
+# ---------------------------------------------------------------------- online learning (0004)
+online_models = Table(
+    "online_models",
+    metadata,
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    Column("base_version", Integer, nullable=False),
+    Column("task", String(16), nullable=False),  # classification, regression or clustering
+    Column("classes", JSON, nullable=True),
+    Column("frozen", JSON, nullable=False),
+    Column("paused", Boolean, nullable=False),
+    Column("generation", Integer, nullable=False),  # bumped by reset: a learner holding older state reloads
+    Column("next_offset", BigInteger, nullable=False),  # the last offset handed out to a feedback event
+    Column("committed_offset", BigInteger, nullable=False),  # events up to here are in snapshot_version
+    Column("snapshot_version", Integer, nullable=False),
+    Column("promoted_version", Integer, nullable=False),
+    Column("promoted_metric", Float, nullable=True),
+    Column("good_version", Integer, nullable=False),
+    Column("degraded", Boolean, nullable=False),
+    Column("metric_window", JSON, nullable=False),
+    Column("applied_offset", BigInteger, nullable=False),  # the learner's in-memory progress (heartbeat)
+    Column("live_metric", Float, nullable=True),
+    Column("holder", String(255), nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+online_events = Table(
+    "online_events",
+    metadata,
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    Column("offset", BigInteger, primary_key=True, autoincrement=False),
+    Column("request_id", String(128), nullable=True),
+    Column("features", JSON, nullable=False),
+    Column("label", JSON, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+online_predictions = Table(
+    "online_predictions",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), nullable=False),
+    Column("request_id", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("features", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("model_id", "request_id", name="uq_online_predictions_model_id_request_id"),
+)
+
+online_alerts = Table(
+    "online_alerts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("from_version", Integer, nullable=True),
+    Column("to_version", Integer, nullable=True),
+    Column("metric", Float, nullable=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_online_alerts_model_id", "model_id", "id"),
 )
