@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from shipyard.data._arrow import table_to_frame
 from shipyard.errors import SchemaError
 from shipyard.signature import ColumnSpec, Signature
 
@@ -114,8 +116,14 @@ class ChunkResult:
         return 0 if self.rejects is None else self.rejects.num_rows
 
 
-def score_chunk(model: Model, plan: ChunkPlan, index: int, first_row: int, frame: pd.DataFrame) -> ChunkResult:
+def score_chunk(
+    model: Model, plan: ChunkPlan, index: int, first_row: int, frame: pd.DataFrame | pa.Table
+) -> ChunkResult:
     """Validate and score one chunk of input rows (``first_row`` is the input row number of its first row).
+
+    A chunk given as an Arrow table (:meth:`~shipyard.data.Source.iter_tables`) whose feature columns
+    need no per-row checks is scored straight from Arrow (:func:`score_arrow`); any other chunk is
+    converted to pandas first and validated row by row, with the same output either way.
 
     >>> import shipyard, tempfile, os, pandas as pd
     >>> from datetime import datetime, UTC
@@ -131,6 +139,11 @@ def score_chunk(model: Model, plan: ChunkPlan, index: int, first_row: int, frame
     >>> result.rejects.select(["reason", "row"]).to_pylist()
     [{'reason': "column 'x': expected int64, got null (row 101)", 'row': 101}]
     """
+    if isinstance(frame, pa.Table):
+        fast = score_arrow(model, plan, index, first_row, frame)
+        if fast is not None:
+            return fast
+        frame = table_to_frame(frame)
     frame = frame.reset_index(drop=True)
     rows = len(frame)
     if rows == 0:
@@ -173,6 +186,131 @@ def score_chunk(model: Model, plan: ChunkPlan, index: int, first_row: int, frame
     return ChunkResult(index, first_row, rows, scores, _rejects_table(plan, frame, bad, first_row))
 
 
+# ---------------------------------------------------------------------- the Arrow fast path
+def score_arrow(model: Model, plan: ChunkPlan, index: int, first_row: int, table: pa.Table) -> ChunkResult | None:
+    """Score a chunk straight from Arrow, or ``None`` when it needs the checks of the pandas path.
+
+    Taken only when validation could not fail: every feature column is an integer or float column with
+    no nulls (``null_count``, known without looking at the rows) whose type converts to the signature's
+    as :meth:`~shipyard.signature.Signature.validate` would convert it, and the id and kept columns
+    come through pandas unchanged (no nulls, no NaN). The model then gets the same values in the same
+    layout as on the pandas path (a column-major matrix), so the scores are identical. A chunk that
+    fails any of these checks, or that the model refuses, is scored by the pandas path, which finds
+    the bad rows and gives the same reasons as always.
+    """
+    rows = table.num_rows
+    if rows == 0 or model.signature is None:
+        return None
+    passthrough: dict[str, pa.Array] = {}
+    types = plan.types
+    for name in plan.passthrough:
+        column = table.column(name)
+        if not _unchanged_by_pandas(column, types[name]):
+            return None
+        passthrough[name] = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    features = arrow_features(model.signature, [table.column(name) for name in plan.features], plan.features)
+    if features is None:
+        return None
+    try:
+        predictions, proba = _predict(model, plan, features)
+    except Exception:  # the pandas path finds the rows the model refuses
+        return None
+    if len(predictions) != rows:
+        return None
+    scores = _output_table(plan, passthrough, rows, predictions, proba)
+    return ChunkResult(index, first_row, rows, scores, plan.rejects_schema().empty_table())
+
+
+def arrow_features(signature: Signature, columns: Sequence[pa.ChunkedArray], names: Sequence[str]) -> Features | None:
+    """What ``signature.validate`` gives for these columns, built from Arrow; ``None`` if it could fail.
+
+    >>> sig = Signature(inputs=(ColumnSpec("a", "float64"), ColumnSpec("b", "float64")))
+    >>> arrow_features(sig, [pa.chunked_array([[1, 2]]), pa.chunked_array([[0.5, 1.5]])], ["a", "b"])
+         a    b
+    0  1.0  0.5
+    1  2.0  1.5
+    >>> arrow_features(sig, [pa.chunked_array([[1, None]]), pa.chunked_array([[0.5, 1.5]])], ["a", "b"]) is None
+    True
+    """
+    if not columns or not all(_plain_number(c) for c in columns):
+        return None
+    dtypes = [np.dtype(c.type.to_pandas_dtype()) for c in columns]
+    if signature.tensor is not None:
+        spec = signature.tensor
+        if len(spec.shape) != 2 or spec.shape[1] not in (None, len(columns)):
+            return None
+        common = np.result_type(*dtypes)
+        target = np.dtype(spec.dtype)
+        if common != target and not (target.kind in "fiu" and np.can_cast(common, target, "same_kind")):
+            return None
+        matrix = _column_major(columns, common)
+        return matrix if common == target else matrix.astype(target)
+    specs = {spec.name: spec for spec in signature.inputs}
+    if len(specs) != len(names) or any(name not in specs for name in names):
+        return None
+    wanted = [specs[name].dtype for name in names]
+    for dtype, column, have in zip(wanted, columns, dtypes, strict=True):
+        if dtype in ("float32", "float64"):
+            continue
+        if dtype not in _INT_KINDS or have.kind not in "iu" or not _fits(column, np.dtype(dtype)):
+            return None
+    if len(set(wanted)) == 1:
+        matrix = _column_major(columns, np.dtype(wanted[0]))
+        return pd.DataFrame(matrix, columns=list(names), index=pd.RangeIndex(len(matrix)), copy=False)
+    out = {
+        name: _column_major([column], np.dtype(dtype))[:, 0]
+        for name, column, dtype in zip(names, columns, wanted, strict=True)
+    }
+    return pd.DataFrame(out, index=pd.RangeIndex(len(columns[0])))
+
+
+_INT_KINDS = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"})
+
+
+def _plain_number(column: pa.ChunkedArray) -> bool:
+    dtype = column.type
+    numeric = pa.types.is_integer(dtype) or (pa.types.is_floating(dtype) and not pa.types.is_float16(dtype))
+    return bool(numeric and column.null_count == 0)
+
+
+def _fits(column: pa.ChunkedArray, dtype: np.dtype[Any]) -> bool:
+    if len(column) == 0:
+        return True
+    info = np.iinfo(dtype)
+    bounds = pc.min_max(column)
+    return bool(bounds["min"].as_py() >= info.min and bounds["max"].as_py() <= info.max)
+
+
+def _column_major(columns: Sequence[pa.ChunkedArray], dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
+    """The columns side by side in one Fortran-ordered matrix of ``dtype``: one copy of each value.
+
+    Column-major is the layout pandas gives a model from a frame of one dtype, so both paths hand the
+    model identical arrays.
+    """
+    rows = len(columns[0])
+    matrix = np.empty((rows, len(columns)), dtype=dtype, order="F")
+    for j, column in enumerate(columns):
+        start = 0
+        for chunk in column.chunks:
+            stop = start + len(chunk)
+            matrix[start:stop, j] = chunk.to_numpy(zero_copy_only=False)
+            start = stop
+    return matrix
+
+
+def _unchanged_by_pandas(column: pa.ChunkedArray, dtype: pa.DataType) -> bool:
+    """Whether ``pa.array(column.to_pandas(), dtype, from_pandas=True)`` is ``column`` itself."""
+    if column.type != dtype or column.null_count:
+        return False
+    if pa.types.is_integer(dtype) or pa.types.is_boolean(dtype) or pa.types.is_string(dtype):
+        return True
+    if pa.types.is_large_string(dtype):
+        return True
+    if pa.types.is_floating(dtype) and not pa.types.is_float16(dtype):
+        return not pc.any(pc.is_nan(column)).as_py()
+    return False
+
+
 # ---------------------------------------------------------------------- predicting
 def _prepare_and_predict(
     model: Model, plan: ChunkPlan, frame: pd.DataFrame, first_row: int
@@ -193,11 +331,15 @@ def _predict(model: Model, plan: ChunkPlan, features: Features) -> tuple[np.ndar
 
 
 def _scores_table(plan: ChunkPlan, good: pd.DataFrame, predictions: np.ndarray[Any, Any], proba: Any) -> pa.Table:
-    n = len(good)
     types = plan.types
-    columns: dict[str, pa.Array] = {}
-    for name in plan.passthrough:
-        columns[name] = pa.array(good[name], type=types[name], from_pandas=True)
+    passthrough = {name: pa.array(good[name], type=types[name], from_pandas=True) for name in plan.passthrough}
+    return _output_table(plan, passthrough, len(good), predictions, proba)
+
+
+def _output_table(
+    plan: ChunkPlan, passthrough: dict[str, pa.Array], n: int, predictions: np.ndarray[Any, Any], proba: Any
+) -> pa.Table:
+    columns: dict[str, pa.Array] = dict(passthrough)
     if predictions.ndim == 2:
         for i in range(predictions.shape[1]):
             columns[f"{PREDICTION}_{i}"] = pa.array(np.ascontiguousarray(predictions[:, i]))

@@ -256,7 +256,8 @@ class _Counts:
     def tasks(self, source: Source, chunk_rows: int, columns: list[str]) -> Iterator[Task]:
         """The chunks still to score; counts every chunk read."""
         first = 0
-        for index, frame in enumerate(source.iter_batches(chunk_rows, columns)):
+        chunks = source.iter_tables(chunk_rows, columns)  # Arrow where the source reads Arrow: no pandas here
+        for index, frame in enumerate(chunks if chunks is not None else source.iter_batches(chunk_rows, columns)):
             self.chunks = index + 1
             if index not in self.done:
                 yield Task(index, first, frame)

@@ -198,13 +198,43 @@ def to_frames(tables: Iterable[pa.Table], metadata: dict[bytes, bytes] | None = 
     """
     start = 0
     for table in tables:
-        if metadata is not None:
-            table = table.replace_schema_metadata(metadata)
-        table = decimals_as_floats(table)
-        frame = table.to_pandas()
-        frame.index = pd.RangeIndex(start, start + len(frame))
+        frame = table_to_frame(as_chunk_table(table, metadata), start)
         start += len(frame)
         yield frame
+
+
+def as_chunk_table(table: pa.Table, metadata: dict[bytes, bytes] | None = None) -> pa.Table:
+    """``table`` as :func:`to_frames` converts it: with ``metadata`` (if given) and decimals as ``float64``.
+
+    >>> import decimal, pyarrow as pa
+    >>> as_chunk_table(pa.table({"p": [decimal.Decimal("1.5")]})).schema.types
+    [DataType(double)]
+    """
+    if metadata is not None:
+        table = table.replace_schema_metadata(metadata)
+    return decimals_as_floats(table)
+
+
+def table_to_frame(table: pa.Table, start: int = 0) -> pd.DataFrame:
+    """One chunk as :func:`to_frames` gives it, from a table :func:`as_chunk_table` prepared.
+
+    >>> import pyarrow as pa
+    >>> table_to_frame(pa.table({"x": [1, 2]}), start=5).index.tolist()
+    [5, 6]
+    """
+    frame: pd.DataFrame = table.to_pandas()
+    frame.index = pd.RangeIndex(start, start + len(frame))
+    return frame
+
+
+def iter_tables(tables: Iterable[pa.Table], metadata: dict[bytes, bytes] | None = None) -> Iterator[pa.Table]:
+    """The Arrow side of :func:`to_frames`: each table as :func:`as_chunk_table` prepares it.
+
+    ``table_to_frame(chunk)`` of each is the DataFrame :func:`to_frames` yields for it (but for the index,
+    which counts from 0 in each chunk).
+    """
+    for table in tables:
+        yield as_chunk_table(table, metadata)
 
 
 def first_line(exc: BaseException) -> str:

@@ -44,6 +44,15 @@ class Source(ABC):
         is bounded by a few chunks whatever the size of the source.
         """
 
+    def iter_tables(self, chunk_rows: int, columns: Sequence[str] | None = None) -> Iterator[pa.Table] | None:
+        """The chunks of :meth:`iter_batches` as Arrow tables, for sources that read Arrow; else ``None``.
+
+        Same rows, boundaries and types: :func:`shipyard.data._arrow.table_to_frame` of each table is the
+        DataFrame :meth:`iter_batches` yields (but for its index, which starts at 0 in every chunk). Batch
+        scoring uses it to skip pandas where a chunk needs no per-row checks.
+        """
+        return None
+
     @abstractmethod
     def fingerprint(self) -> str:
         """A SHA-256 hex digest that changes when the data changes (files: names, sizes, mtimes; SQL: query
