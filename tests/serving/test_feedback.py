@@ -174,6 +174,9 @@ def test_two_workers_learn_once_and_serve_the_snapshot(
     learnt = shipyard.load(f"clicks:{snapshot}").loaded.model
     np.testing.assert_allclose(learnt.coef_, replay.coef_, rtol=0, atol=1e-9)
     np.testing.assert_allclose(learnt.intercept_, replay.intercept_, rtol=0, atol=1e-9)
-    metrics = server.client.get("/metrics").text
+    deadline = time.monotonic() + 10
+    while 'shipyard_online_pending_events{model="clicks"} 0.0' not in (metrics := server.client.get("/metrics").text):
+        assert time.monotonic() < deadline, metrics
+        time.sleep(0.2)
     assert 'shipyard_online_events_total{model="clicks"} 400.0' in metrics
-    assert 'shipyard_online_pending_events{model="clicks"} 0.0' in metrics
+    assert 'shipyard_online_rolling_metric{metric="accuracy",model="clicks"}' in metrics

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -266,6 +266,7 @@ class OnlineServing:
         self._tasks: list[asyncio.Task[None]] = []
         self._learners: list[tuple[threading.Thread, threading.Event]] = []
         self._snapshots: dict[str, tuple[int, int]] = {}
+        self._available = False
 
     @property
     def store(self) -> OnlineStore:
@@ -283,17 +284,21 @@ class OnlineServing:
         except ImportError:
             log.info("shipyard.online is not available: feedback and online learning are off")
             return
+        self._available = True
         names = self.repository.served_names()
         online = await asyncio.to_thread(lambda: [n for n in names if self.store.is_online(n)])
-        if not online:
-            return
-        recorder = self._recorder = PredictionRecorder(self.store, self.settings)
-        self._tasks.append(asyncio.create_task(recorder.run()))
-        self._tasks.append(asyncio.create_task(self._poll_status(online)))
         for name in online:
-            self.recorders[name] = recorder
-            if self.settings.online.learn:
-                self._start_learner(name)
+            self._enable(name)
+
+    def _enable(self, name: str) -> None:
+        """Record the predictions of ``name``, run its learner and report its status (on the event loop)."""
+        if self._recorder is None:
+            self._recorder = PredictionRecorder(self.store, self.settings)
+            self._tasks.append(asyncio.create_task(self._recorder.run()))
+            self._tasks.append(asyncio.create_task(self._poll_status()))
+        self.recorders[name] = self._recorder
+        if self.settings.online.learn:
+            self._start_learner(name)
 
     def _start_learner(self, name: str) -> None:
         from shipyard.online import OnlineSettings
@@ -304,7 +309,11 @@ class OnlineServing:
             log.warning("the online learner is not available: %s takes feedback but does not learn here", name)
             return
 
-        learner = Learner(self.service, name, OnlineSettings(**self.settings.online.learner))  # type: ignore[arg-type]
+        try:
+            settings = OnlineSettings(**self.settings.online.learner)  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise InvalidInput(f"invalid serve settings: online.learner: {exc}") from None
+        learner = Learner(self.service, name, settings)
         stop = threading.Event()
 
         def run() -> None:
@@ -335,9 +344,9 @@ class OnlineServing:
         for thread, _ in self._learners:
             await asyncio.to_thread(thread.join, max(0.0, deadline - time.monotonic()))
 
-    async def _poll_status(self, names: Sequence[str]) -> None:
+    async def _poll_status(self) -> None:
         while True:
-            for name in names:
+            for name in list(self.recorders):
                 try:
                     status = await asyncio.to_thread(self.store.status, name)
                 except Exception as exc:
@@ -361,6 +370,10 @@ class OnlineServing:
         """Validate, rate-limit and durably store one feedback request; the 202 answer's body."""
         self.repository.current(name)  # 404 for a model not served here
         state["model"] = name
+        # a model registered with online=True since this server started (checked again after the wait)
+        unknown = name not in self.recorders and self._available
+        if unknown and await asyncio.to_thread(self.store.is_online, name) and name not in self.recorders:
+            self._enable(name)
         if name not in self.recorders:
             raise Conflict(
                 f"model {name!r} does not learn online, so it takes no feedback; register it with online=True "
