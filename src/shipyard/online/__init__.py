@@ -11,7 +11,8 @@ as new versions, moving ``production`` to them when the guardrails allow.
 from __future__ import annotations
 
 from shipyard.online.events import FeedbackEvent, OnlineSettings
+from shipyard.online.learner import Learner
 from shipyard.online.status import OnlineStatus
 from shipyard.online.store import Alert, OnlineStore
 
-__all__ = ["Alert", "FeedbackEvent", "OnlineSettings", "OnlineStatus", "OnlineStore"]
+__all__ = ["Alert", "FeedbackEvent", "Learner", "OnlineSettings", "OnlineStatus", "OnlineStore"]
