@@ -143,8 +143,9 @@ def test_columns_that_need_checks_take_the_pandas_path(registry: Registry, numer
 
 
 def _job(registry: Registry, data: Path, out: Path, **options: Any) -> batch.BatchResult:
+    options.setdefault("chunk_rows", 300)
     return batch.score(
-        "num-logreg", data, out, id_column="tx_id", keep="note", chunk_rows=300, scored_at=STAMP,
+        "num-logreg", data, out, id_column="tx_id", keep="note", scored_at=STAMP,
         service=registry.service, **options,
     )  # fmt: skip
 
@@ -196,3 +197,24 @@ def test_fast_and_pandas_jobs_write_identical_files(
     assert pq.read_table(tmp_path / "fast.parquet").equals(pq.read_table(tmp_path / "slow.parquet"))
     assert pq.read_table(tmp_path / "fast-csv.parquet").equals(pq.read_table(tmp_path / "slow-csv.parquet"))
     assert not (tmp_path / "fast.rejects.parquet").exists()
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "csv"])
+def test_the_output_written_while_scoring_equals_the_merged_parts_byte_for_byte(
+    registry: Registry, numeric: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    from shipyard.batch import sinks
+
+    monkeypatch.setattr(sinks, "_MERGE_ROWS", 400)  # row groups of 450, 450 and 98 rows
+    data = tmp_path / "rows.parquet"
+    rows = numeric_rows(1_000, seed=8)
+    rows.loc[[5, 640], "n3"] = None  # two rejected rows: chunks of different sizes
+    rows.to_parquet(data, index=False)
+    streamed = _job(registry, data, tmp_path / f"streamed.{suffix}", chunk_rows=150)
+    monkeypatch.setattr(sinks._Stream, "add", lambda self, index, scores: False)
+    merged = _job(registry, data, tmp_path / f"merged.{suffix}", chunk_rows=150)
+    assert (streamed.scored, streamed.rejected) == (merged.scored, merged.rejected) == (998, 2)
+    assert (tmp_path / f"streamed.{suffix}").read_bytes() == (tmp_path / f"merged.{suffix}").read_bytes()
+    if suffix == "parquet":
+        assert pq.ParquetFile(tmp_path / "streamed.parquet").metadata.num_row_groups == 3
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

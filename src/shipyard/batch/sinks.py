@@ -13,7 +13,10 @@ was never fsynced); rejects parts are fsynced, since a SQL chunk cannot be score
 through :class:`pyarrow.parquet.ParquetWriter` (or :class:`pyarrow.csv.CSVWriter`) under a temporary
 name, fsynced and moved into place with :func:`os.replace`; then the staging folder is removed (and
 those of unfinished jobs with other settings on the same output, which the new file supersedes).
-Memory stays at one part whatever the size of the output.
+Memory stays at one part whatever the size of the output. A fresh run does not wait for the end: it
+writes the same file chunk by chunk on a background thread while it scores (inside the staging
+folder), and publishing only moves it into place; the parts are merged as above when resuming, or when
+a chunk's columns have other types than the first chunk's.
 
 **SQL output** (``sqlite:///scores.db?table=scores``, ``postgresql+psycopg://host/db?table=scores``):
 each chunk's rows are inserted in one transaction together with a row of ``shipyard_batch_chunks(job_id,
@@ -41,11 +44,13 @@ import shutil
 import tempfile
 import uuid
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -315,13 +320,24 @@ class Sink(ABC):
 
 
 class FileSink(Sink):
-    """Scores into a Parquet or CSV file via one part file per chunk."""
+    """Scores into a Parquet or CSV file via one part file per chunk.
+
+    A fresh (not resumed) run also writes the output itself as the chunks arrive, on a background
+    thread (:class:`_Stream`), so that publishing is a rename instead of a second pass over every
+    part. Where that stream cannot give the file the merge would (a chunk whose columns have other
+    types, a resumed run), the parts are merged as always.
+    """
 
     target: FileTarget
 
     def __init__(self, target: FileTarget, job_id: str) -> None:
         self.target = target
         self.staging = Staging(target.path, job_id)
+        self._stream: _Stream | None = None
+
+    def start(self, spec: JobSpec, scored_at: datetime) -> None:
+        super().start(spec, scored_at)
+        self._stream = _Stream(self.target, self.staging.folder / f"{self.target.path.name}.partial")
 
     def done(self) -> dict[int, tuple[int, int]]:
         """Chunks whose scores part and (if it had rejected rows) rejects part both read back whole.
@@ -337,14 +353,120 @@ class FileSink(Sink):
 
     def _write_scores(self, index: int, scores: pa.Table, rejected: int) -> None:
         self.staging.write("part", index, scores.replace_schema_metadata({REJECTED_KEY: str(rejected)}))
+        if self._stream is not None and not self._stream.add(index, scores):
+            self._drop_stream()
 
     def publish(self, chunks: int, empty: pa.Table) -> None:
         parts = self.staging.parts("part")
         missing = [i for i in range(chunks) if i not in parts]
         if missing:
             raise ShipyardError(f"chunk {missing[0]} of job {self.staging.job_id} has no part file; run the job again")
-        write_atomically(self.target, [parts[i] for i in range(chunks)], empty.schema)
+        stream, self._stream = self._stream, None
+        if stream is not None and stream.finish(chunks):
+            _guard(self.target.path, lambda: _move_into_place(stream.path, self.target.path))
+        else:
+            if stream is not None:
+                stream.abandon()
+            write_atomically(self.target, [parts[i] for i in range(chunks)], empty.schema)
         self.staging.remove_others()
+
+    def discard(self) -> None:
+        self._drop_stream()
+        super().discard()
+
+    def close(self) -> None:
+        self._drop_stream()
+
+    def _drop_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.abandon()
+
+
+class _Stream:
+    """The output file written chunk by chunk, in order, on one background thread, as the merge would write it.
+
+    Same writer, schema (the first chunk's, which every chunk must have), row groups (chunks joined to at
+    least ``_MERGE_ROWS`` rows) and settings as :func:`write_atomically`, so the file is identical. At most
+    two tables wait for the thread, so memory stays at a few chunks. :meth:`add` returns ``False`` when the
+    stream cannot go on (a chunk out of order or of other types, a write that failed); the caller then
+    abandons it and merges the parts instead.
+    """
+
+    def __init__(self, target: FileTarget, path: Path) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.target = target
+        self.path = path
+        self.next = 0
+        self.schema: pa.Schema | None = None
+        self.writer: pq.ParquetWriter | Any = None
+        self.pending: list[pa.Table] = []
+        self.held = 0
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="shipyard-batch-write")
+        self.futures: deque[Future[None]] = deque()
+
+    def add(self, index: int, scores: pa.Table) -> bool:
+        table = scores.replace_schema_metadata(None)
+        if index != self.next or (self.schema is not None and table.schema != self.schema):
+            return False
+        if self.schema is None:
+            self.schema = table.schema
+        self.next += 1
+        self.pending.append(table)
+        self.held += table.num_rows
+        if self.held >= _MERGE_ROWS:
+            return self._flush()
+        return True
+
+    def finish(self, chunks: int) -> bool:
+        """Write what is left and close the file; ``False`` if it is not the whole output of ``chunks`` chunks."""
+        if chunks == 0 or self.next != chunks or self.schema is None:
+            return False
+        if self.pending and not self._flush():
+            return False
+        self.futures.append(self.pool.submit(self._close))
+        ok = self._wait(0)
+        self.pool.shutdown(wait=True)
+        return ok
+
+    def abandon(self) -> None:
+        """Stop the thread and delete the partial file."""
+        for future in self.futures:
+            future.cancel()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        with contextlib.suppress(Exception):
+            if self.writer is not None:
+                self.writer.close()
+        self.path.unlink(missing_ok=True)
+
+    def _flush(self) -> bool:
+        table = (
+            self.pending[0] if len(self.pending) == 1 else pa.concat_tables(self.pending, promote_options="permissive")
+        )
+        self.pending, self.held = [], 0
+        if not self._wait(1):
+            return False
+        self.futures.append(self.pool.submit(self._write, table))
+        return True
+
+    def _wait(self, keep: int) -> bool:
+        """Wait until at most ``keep`` writes are queued; ``False`` if one failed."""
+        while len(self.futures) > keep:
+            if self.futures.popleft().exception() is not None:
+                return False
+        return True
+
+    def _write(self, table: pa.Table) -> None:
+        if self.writer is None:
+            assert self.schema is not None
+            self.writer = _open_writer(self.target, self.path, self.schema)
+        self.writer.write_table(table)
+
+    def _close(self) -> None:
+        self.writer.close()
+        self.writer = None
+        _fsync(self.path)
 
 
 class SqlSink(Sink):
@@ -486,34 +608,41 @@ def write_atomically(target: FileTarget, parts: list[Path], empty: pa.Schema | N
     predictions); every part is cast to the types that hold them all. With no parts, ``target`` gets the
     columns of ``empty`` and no rows. Memory holds one part (or ``_MERGE_ROWS`` rows) at a time.
     """
-    from pyarrow import csv as pacsv
-
     schemas = [_part_schema(p) for p in parts] or [empty or pa.schema([])]
     schema = pa.unify_schemas(schemas, promote_options="permissive") if len(schemas) > 1 else schemas[0]
     path = target.path
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
 
     def write() -> None:
-        writer: pq.ParquetWriter | pacsv.CSVWriter
-        if target.format == "parquet":
-            writer = pq.ParquetWriter(tmp, schema, use_dictionary=_dictionary_columns(schema))
-        else:
-            writer = pacsv.CSVWriter(tmp, schema)
-        with writer:
+        with _open_writer(target, tmp, schema) as writer:
             for table in _batched((read_part(p) for p in parts), _MERGE_ROWS):
                 table = table.replace_schema_metadata(None)
                 writer.write_table(table.cast(schema) if table.schema != schema else table)
             if not parts:
                 writer.write_table(schema.empty_table())
         _fsync(tmp)
-        tmp.chmod(0o666 & ~_umask())
-        os.replace(tmp, path)
-        _fsync(path.parent)
+        _move_into_place(tmp, path)
 
     try:
         _guard(path, write)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _open_writer(target: FileTarget, path: Path, schema: pa.Schema) -> Any:
+    """The Parquet or CSV writer of ``target``'s format, writing ``path``."""
+    from pyarrow import csv as pacsv
+
+    if target.format == "parquet":
+        return pq.ParquetWriter(path, schema, use_dictionary=_dictionary_columns(schema))
+    return pacsv.CSVWriter(path, schema)
+
+
+def _move_into_place(tmp: Path, path: Path) -> None:
+    """Rename the complete, fsynced ``tmp`` to ``path`` with the usual file mode, and fsync the folder."""
+    tmp.chmod(0o666 & ~_umask())
+    os.replace(tmp, path)
+    _fsync(path.parent)
 
 
 def _dictionary_columns(schema: pa.Schema) -> list[str]:
