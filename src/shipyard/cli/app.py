@@ -22,6 +22,7 @@ from shipyard.cli.batch import app as batch_app
 from shipyard.cli.demo import demo
 from shipyard.cli.keys import app as keys_app
 from shipyard.cli.models import app as models_app
+from shipyard.cli.online import app as online_app
 from shipyard.cli.output import print_error
 from shipyard.cli.predict import predict
 from shipyard.cli.serve import serve
@@ -45,6 +46,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(alias_app, name="alias")
 app.add_typer(keys_app, name="keys")
 app.add_typer(batch_app, name="batch")
+app.add_typer(online_app, name="online")
 app.command("rollback")(rollback)
 app.command("predict")(predict)
 app.command("demo")(demo)
