@@ -96,7 +96,10 @@ def test_feedback_by_request_id_and_by_rows_is_durable(
 def test_feedback_refusals(
     start_server: Callable[..., Any], online_model: Any, fraud_model: Any, tmp_path: Path
 ) -> None:
-    yaml = "max_rows: 50\nonline:\n  learn: false\n  feedback_events_per_second: 1\n  feedback_burst: 40\n"
+    yaml = (
+        "max_rows: 50\nonline:\n  learn: false\n  feedback_events_per_second: 1\n  feedback_burst: 40\n"
+        "  record_interval_ms: 600000\n"  # predictions are written only at shutdown (or on a request-id label)
+    )
     server = start_server("clicks", "fraud", "--config", config(tmp_path, yaml))
     http = server.client
     X, y = stream(4, seed=3)
@@ -129,6 +132,12 @@ def test_feedback_refusals(
     assert "feedback_events_per_second" in limited.json()["error"]
     metrics = http.get("/metrics").text
     assert 'shipyard_online_events_total{model="clicks"} 2.0' in metrics
+
+    # predictions held for the join are written when the server stops
+    rid = http.post("/v1/models/clicks/predict", json={"instances": rows[:1]}).json()["request_id"]
+    assert server.stop(signal.SIGTERM) in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after its shutdown
+    joined = OnlineStore(shipyard.connect()).join("clicks", [(rid, 1)])
+    assert [(e.features, e.label, e.request_id) for e in joined] == [(rows[0], 1, rid)]
 
 
 def test_two_workers_learn_once_and_serve_the_snapshot(
