@@ -118,11 +118,17 @@ class Learner:
         limit = max(batch, max_events - max_events % batch)
         events = self.store.events(self.name, self.applied, limit)
         whole = len(events) - len(events) % batch
-        for start in range(0, whole, batch):
-            self._apply(events[start:start + batch])
-            if not self._hold():
-                self.model = None
-                return start + batch
+        if whole:
+            rows = [f for _, f, _ in events[:whole]]
+            labels = [y for _, _, y in events[:whole]]
+            rows, X = self._features(rows)  # validated once for every block
+            for start in range(0, whole, batch):
+                end = start + batch
+                part = None if X is None else (X.iloc[start:end] if hasattr(X, "iloc") else X[start:end])
+                self._apply(events[end - 1][0], part, rows[start:end], labels[start:end])
+                if not self._hold():
+                    self.model = None
+                    return end
         since = self.applied - self.committed
         if since and (since >= self.settings.snapshot_every
                       or time.monotonic() - self._snapshot_at >= self.settings.snapshot_seconds):
@@ -169,21 +175,23 @@ class Learner:
         self._snapshot_at = time.monotonic()
         log.info("online learner of %s: version %d at offset %d", self.name, version, self.committed)
 
-    def _apply(self, block: list[tuple[int, Any, Any]]) -> None:
+    def _features(self, rows: list[Any]) -> tuple[list[Any], Any]:
+        """The rows as River wants them (dicts) and as scikit-learn wants them (validated frame or array)."""
         assert self.info is not None
-        rows = [f for _, f, _ in block]
-        labels = [y for _, _, y in block]
-        X: Any = None
         if self.info.river:
             if self.signature is not None and self.signature.inputs and rows and not isinstance(rows[0], dict):
                 rows = [dict(zip(self.signature.column_names, r, strict=True)) for r in rows]
-        else:
-            X = self.signature.validate(rows) if self.signature is not None else np.asarray(rows)
+            return rows, None
+        return rows, self.signature.validate(rows) if self.signature is not None else np.asarray(rows)
+
+    def _apply(self, last_offset: int, X: Any, rows: list[Any], labels: list[Any]) -> None:
+        """Score a block with the current model (progressive validation), then learn it."""
+        assert self.info is not None
         if self.info.metric is not None:
             predicted = adapt.predict(self.model, self.info, X, rows)
             self.metric.extend(adapt.scores(self.info, predicted, labels))
         adapt.learn(self.model, self.info, X, rows, labels)
-        self.applied = block[-1][0]
+        self.applied = last_offset
 
     # ------------------------------------------------------------------ snapshots and guardrails
     def snapshot(self) -> ModelVersion:
