@@ -245,10 +245,9 @@ def arrow_features(signature: Signature, columns: Sequence[pa.ChunkedArray], nam
             return None
         matrix = _column_major(columns, common)
         return matrix if common == target else matrix.astype(target)
-    specs = {spec.name: spec for spec in signature.inputs}
-    if len(specs) != len(names) or any(name not in specs for name in names):
+    if [spec.name for spec in signature.inputs] != list(names):  # validate orders columns as the signature does
         return None
-    wanted = [specs[name].dtype for name in names]
+    wanted = [spec.dtype for spec in signature.inputs]
     for dtype, column, have in zip(wanted, columns, dtypes, strict=True):
         if dtype in ("float32", "float64"):
             continue
