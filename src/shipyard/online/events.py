@@ -29,8 +29,9 @@ class OnlineSettings:
 
     ``snapshot_every`` events or ``snapshot_seconds`` (whichever comes first, if any event was applied)
     make a snapshot version. ``lease_seconds`` is how long a learner's lease lasts without renewal (it
-    is renewed every ``lease_seconds / 5``). ``tolerance`` is how much worse than the last promoted
-    snapshot a new one may be and still be promoted; ``floor`` the live metric below which the served
+    is renewed every ``lease_seconds / 5``). ``tolerance`` is how much worse than the promoted snapshot a
+    new one may be and still be promoted (both are scored on the same last ``window`` events: the learner
+    scores each event with the served snapshot too); ``floor`` the live metric below which the served
     alias goes back to the last good snapshot (accuracy below it, or MAE above it). ``window`` events
     make the rolling metric. Events are learnt in blocks of ``batch`` offsets (aligned from the last
     reset), so the learnt model is the same whatever the timing, crashes or takeovers; ``batch=1``

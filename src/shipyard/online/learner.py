@@ -31,6 +31,7 @@ are learnt in blocks aligned to offsets, the result equals a clean replay.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import threading
 import time
@@ -74,6 +75,8 @@ class Learner:
         self.info: adapt.Learnable | None = None
         self.signature: Signature | None = None
         self.metric = guard.RollingMetric(None, self.settings.window)
+        self.served: Any = None  # the promoted snapshot, scored on the same events to judge new snapshots
+        self.served_metric = guard.RollingMetric(None, self.settings.window)
         self.generation = 0
         self.applied = 0
         self.committed = 0
@@ -167,7 +170,14 @@ class Learner:
         self.model = loaded.raw
         self.info = adapt.describe(self.model)
         self.signature = Signature.from_dict(loaded.info.signature) if loaded.info.signature else None
-        self.metric = guard.RollingMetric(self.info.metric, self.settings.window, row["metric_window"] or [])
+        windows = row["metric_window"] or {}
+        if isinstance(windows, list):
+            windows = {"learner": windows}
+        self.metric = guard.RollingMetric(self.info.metric, self.settings.window, windows.get("learner", []))
+        self.served_metric = guard.RollingMetric(self.info.metric, self.settings.window, windows.get("served", []))
+        promoted = int(row["promoted_version"])
+        self.served = copy.deepcopy(self.model) if promoted == version else (
+            self.service.load(f"{self.name}:{promoted}").raw)
         self.generation = int(row["generation"])
         self.applied = self.committed = int(row["committed_offset"])
         self.snapshot_version = version
@@ -190,6 +200,8 @@ class Learner:
         if self.info.metric is not None:
             predicted = adapt.predict(self.model, self.info, X, rows)
             self.metric.extend(adapt.scores(self.info, predicted, labels))
+            served = adapt.predict(self.served, self.info, X, rows)
+            self.served_metric.extend(adapt.scores(self.info, served, labels))
         adapt.learn(self.model, self.info, X, rows, labels)
         self.applied = last_offset
 
@@ -200,17 +212,18 @@ class Learner:
         value = self.metric.value
         metric_name = self.info.metric
         offset, committed, generation = self.applied, self.committed, self.generation
-        window = list(self.metric.scores)
+        window = {"learner": list(self.metric.scores), "served": list(self.served_metric.scores)}
         settings = self.settings
+        baseline = self.served_metric.value
+        promoted: list[bool] = []
 
         def commit(conn: Connection, mv: ModelVersion) -> None:
-            row = conn.execute(select(online_models).where(online_models.c.model_id == self._model_id)).mappings().one()
             changes: dict[str, Any] = dict(
                 committed_offset=offset, applied_offset=offset, snapshot_version=mv.version, metric_window=window,
                 live_metric=value, updated_at=utcnow(),
             )
-            if guard.may_promote(metric_name, value, row["promoted_metric"], tolerance=settings.tolerance,
-                                 floor=settings.floor):
+            if guard.may_promote(metric_name, value, baseline, tolerance=settings.tolerance, floor=settings.floor):
+                promoted.append(True)
                 self.service.store.point_alias(conn, self.name, DEFAULT_ALIAS, mv.version, self.service.user)
                 changes.update(promoted_version=mv.version, promoted_metric=value, good_version=mv.version,
                                degraded=False)
@@ -238,6 +251,9 @@ class Learner:
             raise
         self.committed = offset
         self.snapshot_version = mv.version
+        if promoted:
+            self.served = copy.deepcopy(self.model)
+            self.served_metric = guard.RollingMetric(metric_name, settings.window, self.metric.scores)
         self._snapshot_at = time.monotonic()
         return mv
 
@@ -267,6 +283,8 @@ class Learner:
                          f"snapshot that learnt none of the last {len(self.metric.scores)} events",
                          served, good, value)
         self._degraded = True
+        self.served = self.service.load(f"{self.name}:{good}").raw
+        self.served_metric = guard.RollingMetric(self.info.metric, self.settings.window)
 
     def _last_good(self, before: int) -> int | None:
         """The newest version ``production`` pointed to that learnt no event after offset ``before``."""
