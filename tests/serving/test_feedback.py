@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from collections.abc import Callable
@@ -189,3 +190,33 @@ def test_two_workers_learn_once_and_serve_the_snapshot(
         time.sleep(0.2)
     assert 'shipyard_online_events_total{model="clicks"} 400.0' in metrics
     assert 'shipyard_online_rolling_metric{metric="accuracy",model="clicks"}' in metrics
+
+
+def test_concurrent_feedback_is_coalesced_and_refusals_stay_per_request(home: Path) -> None:
+    from shipyard.errors import InvalidInput
+    from shipyard.online import FeedbackEvent
+    from shipyard.serving.online import Appender
+
+    X, y = stream(50, seed=5)
+    shipyard.register(SGDClassifier(shuffle=False, random_state=0).fit(X, y), "clicks", X=X, y=y, online=True)
+    service = shipyard.connect()
+    rows = records(X)
+    good = [[FeedbackEvent(rows[i], int(y[i])) for i in range(start, start + 3)] for start in (0, 3, 6, 9)]
+    bad = [FeedbackEvent(rows[0], 7)]
+
+    async def send(*batches: list[Any]) -> list[Any]:
+        appender = Appender(OnlineStore(service), "clicks", max_events=1_000)
+        return list(await asyncio.gather(*(appender.append(b) for b in batches), return_exceptions=True))
+
+    # one commit for all three (they arrive while none runs), each request its own slice of the offsets
+    assert asyncio.run(send(good[0], good[1], good[2])) == [(1, 3), (4, 6), (7, 9)]
+    # a refused request in a coalesced commit: the others are committed on their own
+    answers = asyncio.run(send(good[0], good[1], bad, good[2], good[3]))
+    assert isinstance(answers[2], InvalidInput) and "7" in str(answers[2])
+    offsets = [answer for i, answer in enumerate(answers) if i != 2]
+    assert sorted(offsets) == [(10, 12), (13, 15), (16, 18), (19, 21)]
+    stored = OnlineStore(service).events("clicks", 0, 100)
+    by_offset = {offset: (features, label) for offset, features, label in stored}
+    for events, (first, _) in zip([good[0], good[1], good[2], good[3]], offsets, strict=True):
+        for i, event in enumerate(events):
+            assert by_offset[first + i] == (event.features, event.label)

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -267,6 +267,7 @@ class OnlineServing:
         self._learners: list[tuple[threading.Thread, threading.Event]] = []
         self._snapshots: dict[str, tuple[int, int]] = {}
         self._available = False
+        self._appenders: dict[str, Appender] = {}
 
     @property
     def store(self) -> OnlineStore:
@@ -388,22 +389,87 @@ class OnlineServing:
         self.limiter.check(state.get("api_key_id", ""), len(request))
         if request.pairs is not None and self._recorder is not None:
             await self._recorder.flush()  # a label sent right after its prediction, to the same worker, joins
-        first, last = await asyncio.to_thread(self._append, name, request)
+        if request.pairs is not None:
+            events = await asyncio.to_thread(self.store.join, name, request.pairs)
+        else:
+            from shipyard.online import FeedbackEvent
+
+            assert request.rows is not None
+            events = [FeedbackEvent(row, label) for row, label in zip(request.rows, request.labels, strict=True)]
+        appender = self._appenders.get(name)
+        if appender is None:
+            appender = self._appenders[name] = Appender(self.store, name, max(self.settings.max_rows, 1_000))
+        first, last = await appender.append(events)
         self.metrics.online_events.labels(name).inc(len(request))
         return {"accepted": len(request), "first_offset": first, "last_offset": last, "request_id": state["request_id"]}
 
-    def _append(self, name: str, request: FeedbackRequest) -> tuple[int, int]:
-        from shipyard.online import FeedbackEvent
 
-        events: list[FeedbackEvent]
-        if request.pairs is not None:
-            events = self.store.join(name, request.pairs)
-        else:
-            assert request.rows is not None
-            events = [FeedbackEvent(row, label) for row, label in zip(request.rows, request.labels, strict=True)]
+class Appender:
+    """Commits the feedback of one model, coalescing requests that arrive while a commit runs into the next one.
+
+    One :meth:`OnlineStore.append` gives consecutive offsets, so each request gets its own slice of them. If a
+    coalesced commit is refused, its requests are committed one by one, so each gets its own answer.
+    """
+
+    def __init__(self, store: OnlineStore, name: str, max_events: int) -> None:
+        self.store = store
+        self.name = name
+        self.max_events = max_events
+        self._queue: list[tuple[Sequence[FeedbackEvent], asyncio.Future[tuple[int, int]]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def append(self, events: Sequence[FeedbackEvent]) -> tuple[int, int]:
+        """Commit ``events`` (alone or with others'); their first and last offsets once committed."""
+        future: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+        self._queue.append((events, future))
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
         try:
-            return self.store.append(name, events)
+            while self._queue:
+                taken, total = 1, len(self._queue[0][0])  # the first request always; more while they fit
+                while taken < len(self._queue) and total + len(self._queue[taken][0]) <= self.max_events:
+                    total += len(self._queue[taken][0])
+                    taken += 1
+                batch, self._queue = self._queue[:taken], self._queue[taken:]
+                await self._commit(batch)
+        finally:
+            self._task = None
+
+    async def _commit(self, batch: list[tuple[Sequence[FeedbackEvent], asyncio.Future[tuple[int, int]]]]) -> None:
+        events = [event for part, _ in batch for event in part]
+        try:
+            first, _ = await asyncio.to_thread(self._append, events)
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch[0][1], exc)
+                return
+            for part, future in batch:  # someone's events were refused: commit each request on its own
+                try:
+                    _settle(future, await asyncio.to_thread(self._append, part))
+                except Exception as each:
+                    _settle(future, each)
+            return
+        for part, future in batch:
+            _settle(future, (first, first + len(part) - 1))
+            first += len(part)
+
+    def _append(self, events: Sequence[FeedbackEvent]) -> tuple[int, int]:
+        try:
+            return self.store.append(self.name, events)
         except ShipyardError:
             raise
         except (ValueError, TypeError, KeyError) as exc:
             raise InvalidInput(f"the feedback cannot be stored: {type(exc).__name__}: {exc}") from None
+
+
+def _settle(future: asyncio.Future[tuple[int, int]], outcome: tuple[int, int] | BaseException) -> None:
+    """Answer a waiting request (unless it went away)."""
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
