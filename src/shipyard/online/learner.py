@@ -38,6 +38,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 from sqlalchemy import Connection, select, update
 
 from shipyard.errors import Conflict, ShipyardError
@@ -86,6 +87,7 @@ class Learner:
         self._renewed_at = -1e9
         self._snapshot_at = time.monotonic()
         self._degraded = False
+        self._reported = -1  # the applied offset the last heartbeat wrote
 
     # ------------------------------------------------------------------ running
     def run(self, stop: threading.Event) -> None:
@@ -124,11 +126,13 @@ class Learner:
         if whole:
             rows = [f for _, f, _ in events[:whole]]
             labels = [y for _, _, y in events[:whole]]
-            rows, X = self._features(rows)  # validated once for every block
+            rows, X = self._features(rows)  # converted once for every block
+            served = self._served(X, rows)  # the served snapshot does not change during a pass
             for start in range(0, whole, batch):
                 end = start + batch
                 part = None if X is None else (X.iloc[start:end] if hasattr(X, "iloc") else X[start:end])
-                self._apply(events[end - 1][0], part, rows[start:end], labels[start:end])
+                self._apply(events[end - 1][0], part, rows[start:end], labels[start:end],
+                            None if served is None else served[start:end])
                 if not self._hold():
                     self.model = None
                     return end
@@ -136,6 +140,12 @@ class Learner:
         if since and (since >= self.settings.snapshot_every
                       or time.monotonic() - self._snapshot_at >= self.settings.snapshot_seconds):
             self.snapshot()
+        elif len(events) < limit and self.applied != self._reported:
+            # caught up: report the applied offset now (with the lease's renewal), not at the next heartbeat
+            self._renewed_at = -1e9
+            if not self._hold():
+                self.model = None
+                return whole
         self._check_floor()
         return whole
 
@@ -157,6 +167,7 @@ class Learner:
         with self.service.store._write() as conn:
             held = lease.acquire(conn, self._model_id, self.holder, self.settings.lease_seconds, **heartbeat)
         if held:
+            self._reported = self.applied if self.model is not None else self._reported
             self._renewed_at = now
             self._held_until = now + self.settings.lease_seconds * 0.8  # margin for the database round trip
         else:
@@ -186,21 +197,36 @@ class Learner:
         log.info("online learner of %s: version %d at offset %d", self.name, version, self.committed)
 
     def _features(self, rows: list[Any]) -> tuple[list[Any], Any]:
-        """The rows as River wants them (dicts) and as scikit-learn wants them (validated frame or array)."""
+        """The rows as River wants them (dicts) and as scikit-learn wants them (a frame or an array).
+
+        The events were validated against the signature when they were appended, so plain records of numbers
+        are converted column by column; anything else goes through :meth:`Signature.validate`.
+        """
         assert self.info is not None
         if self.info.river:
             if self.signature is not None and self.signature.inputs and rows and not isinstance(rows[0], dict):
                 rows = [dict(zip(self.signature.column_names, r, strict=True)) for r in rows]
             return rows, None
-        return rows, self.signature.validate(rows) if self.signature is not None else np.asarray(rows)
+        if self.signature is None:
+            return rows, np.asarray(rows)
+        frame = _numeric_frame(self.signature, rows)
+        return rows, frame if frame is not None else self.signature.validate(rows)
 
-    def _apply(self, last_offset: int, X: Any, rows: list[Any], labels: list[Any]) -> None:
+    def _served(self, X: Any, rows: list[Any]) -> list[Any] | None:
+        """The served snapshot's predictions for a whole pass (scikit-learn predicts row by row)."""
+        assert self.info is not None
+        if self.info.metric is None or self.info.river:
+            return None
+        return adapt.predict(self.served, self.info, X, rows)
+
+    def _apply(self, last_offset: int, X: Any, rows: list[Any], labels: list[Any], served: list[Any] | None) -> None:
         """Score a block with the current model (progressive validation), then learn it."""
         assert self.info is not None
         if self.info.metric is not None:
             predicted = adapt.predict(self.model, self.info, X, rows)
             self.metric.extend(adapt.scores(self.info, predicted, labels))
-            served = adapt.predict(self.served, self.info, X, rows)
+            if served is None:
+                served = adapt.predict(self.served, self.info, X, rows)
             self.served_metric.extend(adapt.scores(self.info, served, labels))
         adapt.learn(self.model, self.info, X, rows, labels)
         self.applied = last_offset
@@ -300,3 +326,38 @@ class Learner:
             if "offset" in online and int(online["offset"]) <= before:
                 return version
         return base
+
+
+_FLOATS = {"float16", "float32", "float64"}
+_INTS = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
+
+
+def _numeric_frame(signature: Signature, rows: list[Any]) -> pd.DataFrame | None:
+    """What :meth:`Signature.validate` gives for records of numbers (dicts, or lists in column order) fitting a
+    columnar signature of numeric columns, built column by column; ``None`` for anything else.
+    """
+    specs = signature.inputs
+    if not specs or not rows:
+        return None
+    if all(type(r) is dict for r in rows):
+        keys = set(signature.column_names)
+        if not all(r.keys() == keys for r in rows):
+            return None
+        columns = [[r[spec.name] for r in rows] for spec in specs]
+    elif all(type(r) is list and len(r) == len(specs) for r in rows):
+        columns = [list(c) for c in zip(*rows, strict=True)]
+    else:
+        return None
+    out: dict[str, Any] = {}
+    for spec, values in zip(specs, columns, strict=True):
+        kinds = set(map(type, values))
+        if spec.dtype in _FLOATS and kinds <= {float, int}:
+            out[spec.name] = np.asarray(values, dtype=np.float64).astype(spec.dtype, copy=False)
+        elif spec.dtype in _INTS and kinds <= {int}:
+            info = np.iinfo(np.dtype(spec.dtype))
+            if min(values) < info.min or max(values) > info.max:
+                return None
+            out[spec.name] = np.asarray(values, dtype=spec.dtype)
+        else:
+            return None
+    return pd.DataFrame(out, index=pd.RangeIndex(len(rows)))

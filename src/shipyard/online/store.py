@@ -29,6 +29,7 @@ shipyard.errors.InvalidInput: event 0 has label 7, which model 'doc-online' does
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -37,7 +38,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import Connection, RowMapping, func, insert, select, update
+import orjson
+from sqlalchemy import Connection, RowMapping, Text, bindparam, cast, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from shipyard.errors import InvalidInput, ModelNotFound, NotOnline, UnknownRequestIds
@@ -56,6 +58,10 @@ if TYPE_CHECKING:
 CACHE_SECONDS = 2.0
 """How long :meth:`OnlineStore.is_online` and the per-model validation facts are cached."""
 _JOIN_CHUNK = 500
+_COPY_EVENTS = 'COPY online_events (model_id, "offset", request_id, features, label, created_at) FROM STDIN'
+_INSERT_EVENTS = insert(online_events).values(
+    features=bindparam("features", type_=Text), label=bindparam("label", type_=Text))
+"""Inserts features and labels already serialised as JSON text."""
 
 
 @dataclass(frozen=True)
@@ -201,38 +207,50 @@ class OnlineStore:
         facts = self._require(name)
         if not events:
             raise InvalidInput("no feedback events to record")
-        labels = [_label(facts, name, i, e.label) for i, e in enumerate(events)]
-        features = [_jsonable(e.features) for e in events]
-        if facts.signature is not None:
-            facts.signature.validate(features)
-        now = utcnow()
+        labels = _labels(facts, name, [e.label for e in events])
+        features, finite = _valid_features(facts.signature, [e.features for e in events])
+        # everything but the offsets is ready before the transaction: the counter's row lock is held briefly
+        texts = _dumps(features, finite)
+        label_texts = _dumps(labels, all(type(y) is not float or math.isfinite(y) for y in labels))
+        request_ids = [e.request_id for e in events]
+        model_id, now = facts.model_id, utcnow()
         with self.meta._write() as conn:
             last = int(conn.execute(
                 update(online_models)
-                .where(online_models.c.model_id == facts.model_id)
+                .where(online_models.c.model_id == model_id)
                 .values(next_offset=online_models.c.next_offset + len(events))
                 .returning(online_models.c.next_offset)
             ).scalar_one())
             first = last - len(events) + 1
-            conn.execute(insert(online_events), [
-                {"model_id": facts.model_id, "offset": first + i, "request_id": e.request_id,
-                 "features": f, "label": y, "created_at": now}
-                for i, (e, f, y) in enumerate(zip(events, features, labels, strict=True))
-            ])
+            if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+                cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                with cursor.copy(_COPY_EVENTS) as copy:
+                    for i, (rid, f, y) in enumerate(zip(request_ids, texts, label_texts, strict=True)):
+                        copy.write_row((model_id, first + i, rid, f, y, now))
+            else:
+                conn.execute(_INSERT_EVENTS, [
+                    {"model_id": model_id, "offset": first + i, "request_id": rid, "features": f, "label": y,
+                     "created_at": now}
+                    for i, (rid, f, y) in enumerate(zip(request_ids, texts, label_texts, strict=True))
+                ])
         return first, last
 
     def events(self, name: str, after: int, limit: int) -> list[tuple[int, Any, Any]]:
         """Up to ``limit`` events after offset ``after``, in offset order: ``(offset, features, label)``."""
         facts = self._require(name)
         with self.meta._read() as conn:
-            return [
-                (int(o), f, y) for o, f, y in conn.execute(
-                    select(online_events.c.offset, online_events.c.features, online_events.c.label)
-                    .where(online_events.c.model_id == facts.model_id, online_events.c.offset > after,
-                           online_events.c.offset <= after + limit)
-                    .order_by(online_events.c.offset)
-                )
-            ]
+            rows = conn.execute(
+                select(online_events.c.offset, cast(online_events.c.features, Text),
+                       cast(online_events.c.label, Text))
+                .where(online_events.c.model_id == facts.model_id, online_events.c.offset > after,
+                       online_events.c.offset <= after + limit)
+                .order_by(online_events.c.offset)
+            ).all()
+        if not rows:
+            return []
+        features = _loads([f for _, f, _ in rows])
+        labels = _loads([y for _, _, y in rows])
+        return [(int(row[0]), f, y) for row, f, y in zip(rows, features, labels, strict=True)]
 
     # ------------------------------------------------------------------ state
     def state(self, name: str) -> RowMapping:
@@ -330,6 +348,84 @@ def _row(conn: Connection, model_id: int) -> RowMapping:
     if row is None:
         raise ModelNotFound(str(model_id))
     return row
+
+
+def _labels(facts: _Facts, name: str, labels: list[Any]) -> list[Any]:
+    """Every label checked (see :func:`_label`), the common cases at once."""
+    kinds = set(map(type, labels))
+    if facts.task == "classification" and facts.classes is not None and kinds <= {int, str}:
+        known = set(facts.classes)
+        if set(labels) <= known and not any(type(c) is bool for c in facts.classes):
+            return labels
+    elif facts.task == "regression" and kinds <= {int, float} and (
+        kinds == {int} or all(map(math.isfinite, labels))
+    ):
+        return labels
+    return [_label(facts, name, i, y) for i, y in enumerate(labels)]
+
+
+def _valid_features(signature: Signature | None, rows: list[Any]) -> tuple[list[Any], bool]:
+    """The rows, JSON-able and checked against ``signature`` (:class:`SchemaError` if they do not fit), and
+    whether they surely hold only finite numbers (no NaN or infinity, which only the standard JSON keeps).
+
+    Plain records of finite numbers, the common case, are checked column by column with no copy; anything else
+    goes through :meth:`Signature.validate`, which names every bad value.
+    """
+    if signature is not None and signature.tensor is None and _plain_records(signature, rows):
+        return rows, True
+    features = [_jsonable(f) for f in rows]
+    finite = False
+    if signature is not None:
+        checked = signature.validate(features)
+        if isinstance(checked, np.ndarray) and checked.dtype.kind in "iuf":
+            finite = checked.dtype.kind != "f" or bool(np.isfinite(checked).all())
+    return features, finite
+
+
+def _dumps(values: list[Any], fast: bool) -> list[str]:
+    """Each value as JSON text: with orjson when ``fast``, else as the standard library writes it (NaN kept)."""
+    if fast:
+        return [orjson.dumps(v, option=orjson.OPT_SERIALIZE_NUMPY).decode() for v in values]
+    return [json.dumps(v) for v in values]
+
+
+def _loads(texts: list[str | None]) -> list[Any]:
+    """The values of JSON texts (SQL NULL as ``None``), decoded in one call unless some need the standard library."""
+    joined = "[" + ",".join("null" if t is None else t for t in texts) + "]"
+    try:
+        return list(orjson.loads(joined))
+    except orjson.JSONDecodeError:  # NaN or Infinity, written by json.dumps
+        return list(json.loads(joined))
+
+
+_NUMBER_TYPES: dict[str, set[type]] = {"float": {float, int}, "int": {int}}
+
+
+def _plain_records(signature: Signature, rows: list[Any]) -> bool:
+    """Whether ``rows`` are dicts with exactly the signature's columns, each value of a type its column takes
+    with no conversion that could fail (numbers for float columns, in-range ints for int columns)."""
+    names = signature.column_names
+    if not names or not rows:
+        return False
+    keys = set(names)
+    if len(keys) != len(names) or not all(type(r) is dict and r.keys() == keys for r in rows):
+        return False
+    for spec in signature.inputs:
+        kind = "float" if spec.dtype in ("float16", "float32", "float64") else (
+            "int" if spec.dtype in ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+            else None)
+        if kind is None:
+            return False
+        values = [r[spec.name] for r in rows]
+        if not set(map(type, values)) <= _NUMBER_TYPES[kind]:
+            return False
+        if kind == "float" and not all(map(math.isfinite, values)):
+            return False
+        if kind == "int":
+            info = np.iinfo(np.dtype(spec.dtype))
+            if min(values) < info.min or max(values) > info.max:
+                return False
+    return True
 
 
 def _label(facts: _Facts, name: str, index: int, label: Any) -> Any:
