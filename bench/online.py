@@ -5,6 +5,8 @@ Run by hand (not in CI), with a PostgreSQL server whose URL names a database we 
     SHIPYARD_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
         python bench/online.py [--events 100000] [--clients 8] [--batch 100] [--workers 2]
 
+or, on a SQLite registry in a scratch home, ``python bench/online.py --sqlite``.
+
 1. Ingest: ``shipyard serve --workers 2`` (learner off), ``--clients`` threads each POST batches of ``--batch``
    events (``{"instances": [...], "labels": [...]}``) to ``/v1/models/clicks/feedback``; events/s = events
    answered 202 (stored durably) / wall time. The ceiling is the same events written by
@@ -130,16 +132,25 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients")
     parser.add_argument("--workers", type=int, default=2, help="server worker processes")
     parser.add_argument("--learner-batch", type=int, default=100, help="the learner's block of offsets")
+    parser.add_argument("--sqlite", action="store_true", help="a SQLite registry in a scratch home, not PostgreSQL")
     args = parser.parse_args()
 
-    admin = os.environ.get("SHIPYARD_TEST_POSTGRES_URL")
-    if not admin:
-        raise SystemExit("set SHIPYARD_TEST_POSTGRES_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
     import orjson
 
-    url_db, drop = scratch_database(admin)
     home = tempfile.mkdtemp(prefix="shipyard-bench-online-")
-    os.environ.update(SHIPYARD_HOME=home, SHIPYARD_REGISTRY_URL=url_db)
+    if args.sqlite:
+        os.environ.pop("SHIPYARD_REGISTRY_URL", None)
+        os.environ.update(SHIPYARD_HOME=home)  # the registry is SHIPYARD_HOME's SQLite file
+
+        def drop() -> None:
+            pass
+    else:
+        admin = os.environ.get("SHIPYARD_TEST_POSTGRES_URL")
+        if not admin:
+            raise SystemExit("set SHIPYARD_TEST_POSTGRES_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test) "
+                             "or pass --sqlite")
+        url_db, drop = scratch_database(admin)
+        os.environ.update(SHIPYARD_HOME=home, SHIPYARD_REGISTRY_URL=url_db)
     try:
         register()
         rows, labels = events(args.events, seed=2)

@@ -125,3 +125,38 @@ def test_concurrent_appends_get_distinct_gap_free_offsets(service: shipyard.Mode
     covered = sorted(o for first, last in ranges for o in range(first, last + 1))
     assert covered == list(range(1, 81))
     assert [o for o, _, _ in store.events("fraud-online", 0, 1000)] == covered
+
+
+def test_events_round_trip_exactly_and_the_learner_sees_what_validation_gives(
+    service: shipyard.ModelService,
+) -> None:
+    from shipyard.online.learner import _numeric_frame
+    from shipyard.signature import Signature
+
+    _register(service, "roundtrip")
+    store = OnlineStore(service)
+    rows: list[dict[str, float]] = [
+        {"amount": 0.1, "hour": 3}, {"hour": -2.5, "amount": 1e-300}, {"amount": 7, "hour": 1.0},
+    ]
+    weird: list[dict[str, object]] = [{"amount": np.float32(0.5), "hour": np.int64(2)}]
+    if service.store.dialect == "sqlite":  # PostgreSQL's json refuses NaN and Infinity
+        weird += [{"amount": float("inf"), "hour": 1.0}, {"amount": float("nan"), "hour": None}]
+    events = [FeedbackEvent(r, i % 2) for i, r in enumerate(rows + weird)]
+    assert store.append("roundtrip", events) == (1, len(events))
+    got = store.events("roundtrip", 0, 10)
+    assert [o for o, _, _ in got] == list(range(1, len(events) + 1))
+    assert [y for _, _, y in got] == [i % 2 for i in range(len(events))]
+    assert [f for _, f, _ in got[:3]] == rows
+    assert got[3][1] == {"amount": 0.5, "hour": 2}
+    if len(got) > 4:
+        assert got[4][1]["amount"] == float("inf") and np.isnan(got[5][1]["amount"]) and got[5][1]["hour"] is None
+    with pytest.raises(SchemaError):
+        store.append("roundtrip", [FeedbackEvent({"amount": 1.0, "hour": True}, 0)])
+    with pytest.raises(SchemaError):
+        store.append("roundtrip", [FeedbackEvent({"amount": 1.0, "hour": 2.0, "x": 1}, 0)])
+    signature = Signature.from_dict(service.resolve("roundtrip@production").signature)
+    for block in (rows, [list(r.values()) for r in rows[:1]] + [[1, 2]]):
+        frame = _numeric_frame(signature, block)
+        assert frame is not None
+        pd.testing.assert_frame_equal(frame, signature.validate(block))
+    assert _numeric_frame(signature, [{"amount": None, "hour": 1.0}]) is None

@@ -223,8 +223,9 @@ class OnlineStore:
             ).scalar_one())
             first = last - len(events) + 1
             if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
-                cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-                with cursor.copy(_COPY_EVENTS) as copy:
+                driver = conn.connection.driver_connection
+                assert driver is not None
+                with driver.cursor() as cursor, cursor.copy(_COPY_EVENTS) as copy:
                     for i, (rid, f, y) in enumerate(zip(request_ids, texts, label_texts, strict=True)):
                         copy.write_row((model_id, first + i, rid, f, y, now))
             else:
