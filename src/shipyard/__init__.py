@@ -15,11 +15,12 @@ and an artifact folder in ``~/.shipyard``); :func:`connect` gives a service on o
 
 from __future__ import annotations
 
-import importlib
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from shipyard._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from shipyard.client import Client
@@ -44,15 +45,6 @@ _LAZY = {
     "ShipyardError": "shipyard.errors",
     "Signature": "shipyard.signature",
 }
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'shipyard' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
 
 
 __version__ = "0.1.0"
@@ -82,6 +74,8 @@ __all__ = [
     "rollback",
     "set_alias",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals(), __all__)
 
 _services: dict[tuple[Any, ...], ModelService] = {}
 _services_lock = threading.Lock()
