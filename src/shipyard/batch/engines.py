@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -139,7 +140,7 @@ def local_cluster(workers: int) -> Any:
         )
 
 
-class Engine:
+class Engine(ABC):
     """Runs chunks and yields their results in chunk order; a context manager that owns its workers."""
 
     name: EngineName
@@ -151,15 +152,15 @@ class Engine:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (a hook: engines without workers have nothing to stop)
         """Stop the workers."""
 
-    def load(self, payload: ModelPayload) -> None:
+    def load(self, payload: ModelPayload) -> None:  # noqa: B027 (a hook: a no-op where the model is loaded already)
         """Have every worker load the model before the first chunk (a no-op where it is loaded already)."""
 
+    @abstractmethod
     def run(self, model: Model, payload: ModelPayload, plan: ChunkPlan, tasks: Iterable[Task]) -> Iterator[ChunkResult]:
         """Score every task with ``model`` (here) or ``payload`` (on workers), yielding results in task order."""
-        raise NotImplementedError
 
 
 class LocalEngine(Engine):
