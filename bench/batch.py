@@ -8,6 +8,9 @@ For a logistic regression and a 100-tree random forest over ``--features`` synth
   ratio local / ceiling (goal: >= 0.8);
 * **read**: only decoding the same Parquet file in chunks, with no scoring: no batch job can beat it, and
   for a fast model it sits well below the ceiling (the ``/read`` column is local / read);
+* **free model**: the local job with a ``DummyClassifier`` whose ``predict_proba`` costs next to nothing:
+  reading, checking, writing the output and the resume parts alone (the ``floor`` line). No model's
+  local rate can beat it, so ``floor rows/s / ceiling`` bounds the ratio a model can reach;
 * **dask**: the same job on a ``LocalCluster`` (one single-threaded worker process per core);
 * **peak RSS**: of a fresh process scoring ``--rss-rows`` rows (default 1 M and 10 M) with the logistic
   regression; the goal is growth < 10 % from the smallest to the largest.
@@ -41,6 +44,7 @@ import pyarrow.parquet as pq
 ROW_GROUP = 131_072
 TRAIN_ROWS = 50_000
 MODELS = ("logreg", "forest")
+FLOOR = "free-model"
 
 
 def feature_names(features: int) -> list[str]:
@@ -67,6 +71,7 @@ def make_data(path: Path, rows: int, features: int, seed: int = 0) -> None:
 
 def train(features: int) -> dict[str, Any]:
     import pandas as pd
+    from sklearn.dummy import DummyClassifier
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
 
@@ -77,6 +82,7 @@ def train(features: int) -> dict[str, Any]:
     return {
         "logreg": (LogisticRegression(max_iter=500).fit(X, y), X),
         "forest": (RandomForestClassifier(100, max_depth=12, random_state=0).fit(X, y), X),
+        FLOOR: (DummyClassifier(strategy="prior").fit(X, y), X),
     }
 
 
@@ -174,7 +180,7 @@ def main() -> None:
     service = shipyard.connect(shipyard.Settings(home=home))
     fitted = train(args.features)
     registered = {m.name for m in service.list_models()}
-    for name in models:
+    for name in [*models, FLOOR]:
         model, X = fitted[name]
         if f"bench-{name}" not in registered:
             service.register(model, f"bench-{name}", X=X.iloc[:100])
@@ -206,6 +212,11 @@ def main() -> None:
             f"{name:8} {ceiling:>15,.0f} {local['rows_per_second']:>13,.0f} {ratio:>6.2f} {of_read:>6.2f} {shown:>12}",
             flush=True,
         )
+        if name == "logreg":
+            floor = run_child(home, f"bench-{FLOOR}", data, folder / "out-floor.parquet", args, "local")
+            print(f"  floor: the same job with a free model (DummyClassifier) {floor['rows_per_second']:,.0f} rows/s, "
+                  f"{floor['rows_per_second'] / ceiling:.2f} x the logreg ceiling: no logreg job can beat it",
+                  flush=True)  # fmt: skip
     del features
 
     if rss_rows:

@@ -286,6 +286,36 @@ def test_an_interrupted_job_leaves_the_old_output_and_resumes_where_it_stopped(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_a_job_stopped_while_chunks_wait_for_the_writer_keeps_every_chunk_scored_before_the_stop(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file sink writes on a background thread: chunks scored before a stop are all stored, each in its
+    own part, and a resumed run gives the clean run's files."""
+    rows, path = _rows_with_bad_values(tmp_path)
+    out = tmp_path / "scores.parquet"
+    with monkeypatch.context() as patch:
+        _fail_at_chunk(patch, 33)  # 40 chunks of 50 rows; up to eight are in flight when chunk 33 fails
+        with pytest.raises(KeyboardInterrupt):
+            run(registry, path, out, chunk_rows=50)
+    assert not out.exists()
+    (staging,) = [p for p in tmp_path.iterdir() if p.name.startswith(".scores.parquet.")]
+    parts = sorted(p.name for p in staging.iterdir() if p.name.startswith("part-"))
+    assert parts == [f"part-{i:06d}.arrow" for i in range(33)]
+    rejected = {3, 700, 701, 1500}  # before chunk 33
+    for i in range(33):  # each part holds its own chunk's scored rows, in order
+        tx_ids = pa.ipc.open_file(staging / f"part-{i:06d}.arrow").read_all().column("tx_id").to_pylist()
+        assert tx_ids == [t for n, t in enumerate(rows["tx_id"]) if 50 * i <= n < 50 * (i + 1) and n not in rejected]
+    rejects = sorted(p.name for p in staging.iterdir() if p.name.startswith("rejects-"))
+    assert rejects == ["rejects-000000.arrow", "rejects-000014.arrow", "rejects-000030.arrow"]
+
+    resumed = run(registry, path, out, chunk_rows=50, resume=True)
+    assert (resumed.resumed_chunks, resumed.chunks, resumed.rejected) == (33, 40, 5)
+    clean = run(registry, path, tmp_path / "clean.parquet", chunk_rows=50)
+    assert pq.read_table(out).equals(pq.read_table(tmp_path / "clean.parquet"))
+    assert pq.read_table(tmp_path / "scores.rejects.parquet").equals(pq.read_table(tmp_path / "clean.rejects.parquet"))
+    assert clean.resumed_chunks == 0 and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
 def test_resume_with_nothing_to_resume_runs_the_whole_job(
     registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

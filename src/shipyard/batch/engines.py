@@ -102,19 +102,32 @@ def score_on_worker(
     return score_chunk(worker_model(payload), plan, index, first_row, frame)
 
 
-def native_threads(limit: int) -> contextlib.AbstractContextManager[object]:
+def native_threads(limit: int, controller: Any = None) -> contextlib.AbstractContextManager[object]:
     """At most ``limit`` BLAS and OpenMP threads per call while the local engine runs, where threadpoolctl is installed.
 
     The engine already runs one chunk per core; a BLAS call that also starts a thread per core leaves
     its idle threads spinning on the cores the other chunks and the Parquet reader need (measured: a
     logistic regression job scores up to 1.3x faster with one BLAS thread per scoring thread).
+    ``controller`` is a ``threadpoolctl.ThreadpoolController`` found beforehand (:func:`native_pools`).
+    """
+    controller = controller if controller is not None else native_pools()
+    if controller is None:
+        return contextlib.nullcontext()
+    limits: contextlib.AbstractContextManager[object] = controller.limit(limits=limit, user_api=None)
+    return limits
+
+
+def native_pools() -> Any:
+    """threadpoolctl's view of the BLAS and OpenMP libraries loaded now, or ``None`` without threadpoolctl.
+
+    Finding them inspects every loaded library (tens of milliseconds), so the local engine does it in
+    :meth:`LocalEngine.load`, once the model and its libraries are loaded, before the first chunk.
     """
     try:
-        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+        from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
     except ImportError:  # scikit-learn brings it; other flavors may run without
-        return contextlib.nullcontext()
-    limits: contextlib.AbstractContextManager[object] = threadpool_limits(limits=limit, user_api=None)
-    return limits
+        return None
+    return ThreadpoolController()
 
 
 def local_cluster(workers: int) -> Any:
@@ -171,13 +184,18 @@ class LocalEngine(Engine):
     def __init__(self, *, workers: int | None = None, window: int | None = None) -> None:
         self.workers = workers or os.cpu_count() or 1
         self.window = window or 2 * self.workers
+        self.pools: Any = None
+
+    def load(self, payload: ModelPayload) -> None:
+        """Find the native thread pools to limit (the model is loaded in this process already)."""
+        self.pools = native_pools()
 
     def run(self, model: Model, payload: ModelPayload, plan: ChunkPlan, tasks: Iterable[Task]) -> Iterator[ChunkResult]:
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="shipyard-batch")
         pending: deque[Future[ChunkResult]] = deque()
         limits = contextlib.ExitStack()
         try:
-            limits.enter_context(native_threads(max(1, (os.cpu_count() or 1) // self.workers)))
+            limits.enter_context(native_threads(max(1, (os.cpu_count() or 1) // self.workers), self.pools))
             for task in tasks:
                 pending.append(pool.submit(score_chunk, model, plan, task.index, task.first_row, task.frame))
                 if len(pending) >= self.window:

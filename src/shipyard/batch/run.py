@@ -219,6 +219,7 @@ def score(
                 reporter.advance(result.rows)
                 del result  # the chunk's tables, before the allocator is asked to give back what is free
                 pool.release_unused()  # without it Arrow keeps freed pages, and the peak creeps up with the chunks
+            sink.flush()
             rejected_rows = sink.staging.publish_rejects(counts.chunks, rejects_target)
             sink.publish(counts.chunks, plan.empty_scores())
             sink.staging.remove()
