@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from shipyard.training.incremental import partial_fit
 
@@ -20,12 +21,14 @@ def stream(n: int, *, drift_at: int | None = None, seed: int = 1) -> tuple[np.nd
     return X, y
 
 
-def replay(model: Any, X: np.ndarray, y: np.ndarray, batch: int) -> Any:
-    """The same events learnt in-process, in the same blocks, by a copy of ``model``."""
+def replay(model: Any, X: np.ndarray | pd.DataFrame, y: np.ndarray, batch: int) -> Any:
+    """The same events learnt in-process, in the same blocks, by a copy of ``model`` (a frame per block if
+    ``X`` is a frame, as a user with named columns would write it)."""
     model = copy.deepcopy(model)
     whole = len(y) - len(y) % batch
     for start in range(0, whole, batch):
-        partial_fit(model, X[start:start + batch], y[start:start + batch])
+        block = X.iloc[start:start + batch] if isinstance(X, pd.DataFrame) else X[start:start + batch]
+        partial_fit(model, block, y[start:start + batch])
     return model
 
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import SGDClassifier, SGDRegressor
-from tests.online.conftest import stream
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from tests.online.conftest import replay, stream
 
 import shipyard
 from shipyard.online import FeedbackEvent, Learner, OnlineSettings, OnlineStore
@@ -68,4 +72,29 @@ def test_a_snapshot_worse_than_the_served_one_is_held(home: object) -> None:
     assert service.resolve("held@production").version == 1
     status = store.status("held")
     assert (status.promoted_version, status.last_snapshot_version) == (1, 4)
+    learner.release()
+
+
+def test_a_pipeline_that_picks_columns_by_name_learns_from_frames(home: object) -> None:
+    """A ColumnTransformer selects columns by name, so the learner keeps giving it frames (not float arrays);
+    the result still equals a replay with a frame per block."""
+    service = shipyard.connect()
+    X, y = stream(700)
+    frame = pd.DataFrame(X, columns=["a", "b"])
+    pick = ColumnTransformer([("scale", StandardScaler(), ["b", "a"])])
+    base = make_pipeline(pick, SGDClassifier(random_state=0)).fit(frame[:100], y[:100])
+    with pytest.warns(UserWarning, match="columntransformer"):
+        service.register(base, "picked", X=frame[:100], y=y[:100], online=True)
+    store = OnlineStore(service)
+    store.append("picked", [FeedbackEvent(r, int(t)) for r, t in
+                            zip(frame[100:].to_dict("records"), y[100:].tolist(), strict=True)])
+    learner = Learner(service, "picked", OnlineSettings(batch=100, snapshot_every=600))
+    assert learner.step() == 600
+    replayed = replay(base, frame[100:], y[100:], 100)
+    clf, expected = learner.model.steps[-1][1], replayed.steps[-1][1]
+    np.testing.assert_allclose(np.r_[clf.coef_.ravel(), clf.intercept_],
+                               np.r_[expected.coef_.ravel(), expected.intercept_], rtol=0, atol=1e-9)
+    served = service.load("picked@production")
+    assert served.version == 2
+    np.testing.assert_array_equal(np.asarray(served.predict(frame)).ravel(), replayed.predict(frame))
     learner.release()

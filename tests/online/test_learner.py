@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.linear_model import SGDClassifier
 from sklearn.pipeline import make_pipeline
@@ -17,24 +18,38 @@ def _base(X: np.ndarray, y: np.ndarray) -> object:
     return make_pipeline(StandardScaler(), SGDClassifier(loss="log_loss", random_state=0)).fit(X, y)
 
 
-def _feed(store: OnlineStore, name: str, X: np.ndarray, y: np.ndarray) -> None:
+def _feed(store: OnlineStore, name: str, X: np.ndarray | pd.DataFrame, y: np.ndarray) -> None:
+    rows = X.to_dict("records") if isinstance(X, pd.DataFrame) else X.tolist()
     for start in range(0, len(y), 500):
         store.append(name, [FeedbackEvent(row, label) for row, label in
-                            zip(X[start:start + 500].tolist(), y[start:start + 500].tolist(), strict=True)])
+                            zip(rows[start:start + 500], y[start:start + 500].tolist(), strict=True)])
 
 
-def test_learner_equals_an_in_process_replay_and_chains_its_snapshots(service: shipyard.ModelService) -> None:
+def _named(X: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame(X, columns=["amount", "hour"])
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["array", "named-columns"])
+def test_learner_equals_an_in_process_replay_and_chains_its_snapshots(
+    service: shipyard.ModelService, named: bool
+) -> None:
+    """With named columns the learner learns from float arrays and the replay from a frame per block."""
     X0, y0 = stream(200, seed=0)
+    if named:
+        X0 = _named(X0)
     base = _base(X0, y0)
     service.register(base, "fraud-online", X=X0, y=y0, online=True)
     store = OnlineStore(service)
     X, y = stream(1000)
+    if named:
+        X = _named(X)
     _feed(store, "fraud-online", X, y)
     learner = Learner(service, "fraud-online", OnlineSettings(snapshot_every=300, batch=100))
     applied = [learner.step(max_events=300) for _ in range(4)]
     assert applied == [300, 300, 300, 100]
     learner.snapshot()
-    expected = coefficients(replay(base, X, y, 100))
+    replayed = replay(base, X, y, 100)
+    expected = coefficients(replayed)
     np.testing.assert_allclose(coefficients(learner.model), expected, rtol=0, atol=1e-9)
     served = service.load("fraud-online@production")
     np.testing.assert_allclose(coefficients(served.raw), expected, rtol=0, atol=1e-9)
@@ -45,16 +60,24 @@ def test_learner_equals_an_in_process_replay_and_chains_its_snapshots(service: s
     status = store.status("fraud-online")
     assert (status.committed_offset, status.pending, status.last_snapshot_version) == (1000, 0, 5)
     assert status.metric is not None and status.metric > 0.8
+    if named:  # every snapshot keeps its column names and serves frames (a warning would fail the test)
+        for mv in snapshots:
+            model = service.load(f"fraud-online:{mv.version}").raw
+            assert model.feature_names_in_.tolist() == ["amount", "hour"]
+        np.testing.assert_array_equal(np.asarray(served.predict(X)).ravel(), replayed.predict(X))
     learner.release()
 
 
-def test_progressive_accuracy_recovers_after_drift_and_the_floor_rolls_back(service: shipyard.ModelService) -> None:
+@pytest.mark.parametrize("named", [False, True], ids=["array", "named-columns"])
+def test_progressive_accuracy_recovers_after_drift_and_the_floor_rolls_back(
+    service: shipyard.ModelService, named: bool
+) -> None:
     X0, y0 = stream(200, seed=0)
-    base = _base(X0, y0)
-    service.register(base, "drift", X=X0, y=y0, online=True)
+    base = _base(_named(X0) if named else X0, y0)
+    service.register(base, "drift", X=_named(X0) if named else X0, y=y0, online=True)
     store = OnlineStore(service)
     X, y = stream(3000, drift_at=1500)
-    _feed(store, "drift", X, y)
+    _feed(store, "drift", _named(X) if named else X, y)
     settings = OnlineSettings(snapshot_every=500, batch=50, window=200, floor=0.8)
     learner = Learner(service, "drift", settings)
     seen: list[float] = []
@@ -63,7 +86,7 @@ def test_progressive_accuracy_recovers_after_drift_and_the_floor_rolls_back(serv
     assert min(seen[:14]) > 0.85  # before the drift (first 1400 events)
     assert min(seen[15:18]) < 0.8  # right after it, below the floor
     assert seen[-1] > 0.85  # learnt the new concept
-    frozen = (base.predict(X[1500:]) == y[1500:]).mean()
+    frozen = (base.predict(_named(X[1500:]) if named else X[1500:]) == y[1500:]).mean()
     assert frozen < 0.2
     (alert,) = [a for a in store.alerts("drift") if a.kind == "rollback"]
     assert (alert.from_version, alert.to_version) == (4, 3)  # back to the snapshot before the drop began

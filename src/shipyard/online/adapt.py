@@ -15,6 +15,8 @@ River models with ``learn_one`` per event.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,3 +113,84 @@ def learn(model: Any, info: Learnable, X: Any, rows: list[Any], labels: list[Any
         return
     y = None if info.task == "clustering" else np.asarray(labels)
     partial_fit(model, X, y if y is not None else np.zeros(len(labels)), classes=info.classes)
+
+
+@dataclass(frozen=True)
+class FeatureNames:
+    """The column names (``feature_names_in_``) taken off a scikit-learn model so it learns from float arrays.
+
+    A model fitted on a DataFrame records its columns and warns when it is later given a plain array. The
+    learner's events were validated against the signature, whose columns are those very names in that order,
+    so on its private copy of the model it takes the names off (:func:`take_feature_names`) and passes each
+    block as one float array, skipping pandas and scikit-learn's per-call column checks; the names go back
+    (:meth:`restored`) while a snapshot is written, so every registered version keeps them.
+
+    >>> import pandas as pd
+    >>> from sklearn.linear_model import SGDRegressor
+    >>> model = SGDRegressor().fit(pd.DataFrame({"a": [0.0, 1.0], "b": [1.0, 0.0]}), [0.0, 1.0])
+    >>> names = take_feature_names(model, ["a", "b"])
+    >>> hasattr(model, "feature_names_in_"), model.predict([[1.0, 0.0]]).shape
+    (False, (1,))
+    >>> with names.restored():
+    ...     model.feature_names_in_.tolist()
+    ['a', 'b']
+    >>> hasattr(model, "feature_names_in_")
+    False
+    """
+
+    owner: Any
+    names: Any
+
+    @contextmanager
+    def restored(self) -> Iterator[None]:
+        """The names put back for the duration of the block (the model is the learner's own: one thread)."""
+        self.owner.feature_names_in_ = self.names
+        try:
+            yield
+        finally:
+            del self.owner.feature_names_in_
+
+    def put_back(self) -> None:
+        """Put the names back for good."""
+        self.owner.feature_names_in_ = self.names
+
+
+def take_feature_names(model: Any, columns: Sequence[str]) -> FeatureNames | None:
+    """Take the column names off ``model`` if it can learn and predict from float arrays in ``columns`` order
+    instead of frames, and return them; ``None`` (the model untouched) if it cannot.
+
+    It can when the first step was fitted on exactly ``columns`` and no step picks columns by name: a
+    ``ColumnTransformer``, ``FeatureUnion`` or ``FunctionTransformer``, a later step fitted on named columns
+    (``set_output(transform="pandas")``), or a step that is not a scikit-learn estimator keep the frames.
+    """
+    from sklearn.base import BaseEstimator
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import FeatureUnion
+    from sklearn.preprocessing import FunctionTransformer
+
+    steps = _leaves(model)
+    if not steps or any(
+        not isinstance(s, BaseEstimator) or isinstance(s, ColumnTransformer | FeatureUnion | FunctionTransformer)
+        for s in steps
+    ):
+        return None
+    first = steps[0]
+    names = vars(first).get("feature_names_in_")
+    if names is None or [str(n) for n in names] != list(columns):
+        return None
+    if any("feature_names_in_" in vars(s) for s in steps[1:]):
+        return None
+    del first.feature_names_in_
+    return FeatureNames(first, names)
+
+
+def _leaves(model: Any) -> list[Any]:
+    """The steps of a (possibly nested) pipeline in order, skipping ``None`` and ``"passthrough"``."""
+    if not _is_pipeline(model):
+        return [model]
+    out: list[Any] = []
+    for _, step in model.steps:
+        if step is None or (isinstance(step, str) and step == "passthrough"):
+            continue
+        out.extend(_leaves(step))
+    return out

@@ -72,7 +72,7 @@ class Learner:
         self.settings = settings or OnlineSettings()
         self.store = OnlineStore(service)
         self.holder = holder or lease.new_holder_id()
-        self.model: Any = None
+        self.model: Any = None  # the learner's own copy; see adapt.FeatureNames for the names it lacks while learning
         self.info: adapt.Learnable | None = None
         self.signature: Signature | None = None
         self.metric = guard.RollingMetric(None, self.settings.window)
@@ -88,6 +88,7 @@ class Learner:
         self._snapshot_at = time.monotonic()
         self._degraded = False
         self._reported = -1  # the applied offset the last heartbeat wrote
+        self._names: adapt.FeatureNames | None = None  # taken off self.model (and self.served): blocks are arrays
 
     # ------------------------------------------------------------------ running
     def run(self, stop: threading.Event) -> None:
@@ -121,17 +122,16 @@ class Learner:
             return 0
         batch = self.settings.batch
         limit = max(batch, max_events - max_events % batch)
-        events = self.store.events(self.name, self.applied, limit)
-        whole = len(events) - len(events) % batch
+        offsets, rows, labels = self.store.event_columns(self.name, self.applied, limit)
+        whole = len(offsets) - len(offsets) % batch
         if whole:
-            rows = [f for _, f, _ in events[:whole]]
-            labels = [y for _, _, y in events[:whole]]
+            del rows[whole:], labels[whole:]
             rows, X = self._features(rows)  # converted once for every block
             served = self._served(X, rows)  # the served snapshot does not change during a pass
             for start in range(0, whole, batch):
                 end = start + batch
                 part = None if X is None else (X.iloc[start:end] if hasattr(X, "iloc") else X[start:end])
-                self._apply(events[end - 1][0], part, rows[start:end], labels[start:end],
+                self._apply(offsets[end - 1], part, rows[start:end], labels[start:end],
                             None if served is None else served[start:end])
                 if not self._hold():
                     self.model = None
@@ -140,7 +140,7 @@ class Learner:
         if since and (since >= self.settings.snapshot_every
                       or time.monotonic() - self._snapshot_at >= self.settings.snapshot_seconds):
             self.snapshot()
-        elif len(events) < limit and self.applied != self._reported:
+        elif len(offsets) < limit and self.applied != self._reported:
             # caught up: report the applied offset now (with the lease's renewal), not at the next heartbeat
             self._renewed_at = -1e9
             if not self._hold():
@@ -189,6 +189,12 @@ class Learner:
         promoted = int(row["promoted_version"])
         self.served = copy.deepcopy(self.model) if promoted == version else (
             self.service.load(f"{self.name}:{promoted}").raw)
+        self._names = None
+        if not self.info.river and self.signature is not None and self.signature.inputs and all(
+            spec.dtype in _FLOATS | _INTS for spec in self.signature.inputs
+        ):
+            self._names = adapt.take_feature_names(self.model, self.signature.column_names)
+            self._hold_served_names()
         self.generation = int(row["generation"])
         self.applied = self.committed = int(row["committed_offset"])
         self.snapshot_version = version
@@ -196,11 +202,22 @@ class Learner:
         self._snapshot_at = time.monotonic()
         log.info("online learner of %s: version %d at offset %d", self.name, version, self.committed)
 
+    def _hold_served_names(self) -> None:
+        """Take the names off a newly loaded served snapshot too, or give them back to the model: both models
+        see the same blocks, so either both take arrays or both take frames."""
+        if self._names is None or self.info is None:
+            return
+        assert self.signature is not None
+        if adapt.take_feature_names(self.served, self.signature.column_names) is None:
+            self._names.put_back()
+            self._names = None
+
     def _features(self, rows: list[Any]) -> tuple[list[Any], Any]:
         """The rows as River wants them (dicts) and as scikit-learn wants them (a frame or an array).
 
         The events were validated against the signature when they were appended, so plain records of numbers
-        are converted column by column; anything else goes through :meth:`Signature.validate`.
+        are converted column by column (to one float array when the models' names were taken off, see
+        :class:`~shipyard.online.adapt.FeatureNames`); anything else goes through :meth:`Signature.validate`.
         """
         assert self.info is not None
         if self.info.river:
@@ -209,6 +226,9 @@ class Learner:
             return rows, None
         if self.signature is None:
             return rows, np.asarray(rows)
+        if self._names is not None:
+            columns = _numeric_columns(self.signature, rows)
+            return rows, np.asarray(self.signature.validate(rows)) if columns is None else np.column_stack(columns)
         frame = _numeric_frame(self.signature, rows)
         return rows, frame if frame is not None else self.signature.validate(rows)
 
@@ -264,14 +284,17 @@ class Learner:
                                 f"the snapshot at offset {offset} is dropped")
 
         metrics = {metric_name: value} if metric_name and value is not None else None
+        names = self._names.restored() if self._names is not None else contextlib.nullcontext()
         try:
-            mv = self.service.register(
-                self.model, self.name, signature=self.signature, metrics=metrics, tags={SNAPSHOT_TAG: "snapshot"},
-                description=f"online snapshot at offset {offset}", parent=self.snapshot_version,
-                lineage={"online": {"offset": offset, "from_offset": committed, "events": offset - committed,
-                                    "base_version": self.snapshot_version}},
-                on_commit=commit,
-            )
+            with names:  # every version keeps its column names
+                mv = self.service.register(
+                    self.model, self.name, signature=self.signature, metrics=metrics,
+                    tags={SNAPSHOT_TAG: "snapshot"}, description=f"online snapshot at offset {offset}",
+                    parent=self.snapshot_version,
+                    lineage={"online": {"offset": offset, "from_offset": committed, "events": offset - committed,
+                                        "base_version": self.snapshot_version}},
+                    on_commit=commit,
+                )
         except LeaseLost:
             self.model = None
             raise
@@ -310,6 +333,7 @@ class Learner:
                          served, good, value)
         self._degraded = True
         self.served = self.service.load(f"{self.name}:{good}").raw
+        self._hold_served_names()
         self.served_metric = guard.RollingMetric(self.info.metric, self.settings.window)
 
     def _last_good(self, before: int) -> int | None:
@@ -332,9 +356,9 @@ _FLOATS = {"float16", "float32", "float64"}
 _INTS = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
 
 
-def _numeric_frame(signature: Signature, rows: list[Any]) -> pd.DataFrame | None:
-    """What :meth:`Signature.validate` gives for records of numbers (dicts, or lists in column order) fitting a
-    columnar signature of numeric columns, built column by column; ``None`` for anything else.
+def _numeric_columns(signature: Signature, rows: list[Any]) -> list[np.ndarray[Any, Any]] | None:
+    """The columns :meth:`Signature.validate` gives for records of numbers (dicts, or lists in column order)
+    fitting a columnar signature of numeric columns, converted column by column; ``None`` for anything else.
     """
     specs = signature.inputs
     if not specs or not rows:
@@ -348,16 +372,24 @@ def _numeric_frame(signature: Signature, rows: list[Any]) -> pd.DataFrame | None
         columns = [list(c) for c in zip(*rows, strict=True)]
     else:
         return None
-    out: dict[str, Any] = {}
+    out: list[np.ndarray[Any, Any]] = []
     for spec, values in zip(specs, columns, strict=True):
         kinds = set(map(type, values))
         if spec.dtype in _FLOATS and kinds <= {float, int}:
-            out[spec.name] = np.asarray(values, dtype=np.float64).astype(spec.dtype, copy=False)
+            out.append(np.asarray(values, dtype=np.float64).astype(spec.dtype, copy=False))
         elif spec.dtype in _INTS and kinds <= {int}:
             info = np.iinfo(np.dtype(spec.dtype))
             if min(values) < info.min or max(values) > info.max:
                 return None
-            out[spec.name] = np.asarray(values, dtype=spec.dtype)
+            out.append(np.asarray(values, dtype=spec.dtype))
         else:
             return None
-    return pd.DataFrame(out, index=pd.RangeIndex(len(rows)))
+    return out
+
+
+def _numeric_frame(signature: Signature, rows: list[Any]) -> pd.DataFrame | None:
+    """:func:`_numeric_columns` as the frame :meth:`Signature.validate` gives; ``None`` for anything else."""
+    columns = _numeric_columns(signature, rows)
+    if columns is None:
+        return None
+    return pd.DataFrame(dict(zip(signature.column_names, columns, strict=True)), index=pd.RangeIndex(len(rows)))

@@ -33,6 +33,7 @@ import json
 import math
 import threading
 import time
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -238,6 +239,11 @@ class OnlineStore:
 
     def events(self, name: str, after: int, limit: int) -> list[tuple[int, Any, Any]]:
         """Up to ``limit`` events after offset ``after``, in offset order: ``(offset, features, label)``."""
+        offsets, features, labels = self.event_columns(name, after, limit)
+        return list(zip(offsets, features, labels, strict=True))
+
+    def event_columns(self, name: str, after: int, limit: int) -> tuple[list[int], list[Any], list[Any]]:
+        """:meth:`events` as three lists: the offsets, the features and the labels (what the learner reads)."""
         facts = self._require(name)
         with self.meta._read() as conn:
             rows = conn.execute(
@@ -248,10 +254,9 @@ class OnlineStore:
                 .order_by(online_events.c.offset)
             ).all()
         if not rows:
-            return []
-        features = _loads([f for _, f, _ in rows])
-        labels = _loads([y for _, _, y in rows])
-        return [(int(row[0]), f, y) for row, f, y in zip(rows, features, labels, strict=True)]
+            return [], [], []
+        offsets, features, labels = zip(*rows, strict=True)
+        return list(map(int, offsets)), _loads(features), _loads(labels)
 
     # ------------------------------------------------------------------ state
     def state(self, name: str) -> RowMapping:
@@ -390,9 +395,10 @@ def _dumps(values: list[Any], fast: bool) -> list[str]:
     return [json.dumps(v) for v in values]
 
 
-def _loads(texts: list[str | None]) -> list[Any]:
+def _loads(texts: Sequence[str | None]) -> list[Any]:
     """The values of JSON texts (SQL NULL as ``None``), decoded in one call unless some need the standard library."""
-    joined = "[" + ",".join("null" if t is None else t for t in texts) + "]"
+    strings = ["null" if t is None else t for t in texts] if None in texts else typing.cast("Sequence[str]", texts)
+    joined = "[" + ",".join(strings) + "]"
     try:
         return list(orjson.loads(joined))
     except orjson.JSONDecodeError:  # NaN or Infinity, written by json.dumps
