@@ -6,6 +6,7 @@ metadata store and the artifact store, which know nothing of each other.
 
 from __future__ import annotations
 
+import logging
 import math
 import platform
 from collections.abc import Callable, Mapping, Sequence
@@ -19,6 +20,7 @@ from sqlalchemy import Connection
 
 from shipyard.errors import InvalidInput, UntrustedArtifact
 from shipyard.flavors import Flavor, FlavorCatalog
+from shipyard.flavors.base import Dumped, LoadedModel
 from shipyard.registry import (
     AliasMove,
     ArtifactStore,
@@ -32,6 +34,8 @@ from shipyard.registry.keys import ApiKey, KeyStore
 from shipyard.scoring import Model
 from shipyard.signature import Signature
 from shipyard.types import DEFAULT_ALIAS, MAX_VERSION, ModelRef, validate_name
+
+logger = logging.getLogger(__name__)
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 EXAMPLE_ROWS = 5
@@ -89,7 +93,11 @@ class ModelService:
     ) -> ModelVersion:
         """Store ``model`` as the next version of ``name`` and return that version.
 
-        ``X`` (and ``y``) give the signature and a stored input example. ``model_description`` and
+        ``X`` (and ``y``) give the signature, a stored input example and the version's reference profile (the
+        distribution of at most 100,000 rows of ``X`` and of the model's predictions on them, for drift
+        monitoring; see :mod:`shipyard.evaluation.profile`). A model that cannot be profiled is registered
+        without a profile, with a logged warning. A version registered without ``X`` but with a ``parent``
+        (an online snapshot) keeps its parent's profile, marked ``inherited_from``. ``model_description`` and
         ``model_tags`` describe the model as a whole (tags are merged into its existing ones). The version
         appears in the registry only once its artifact is fully written and hashed.
 
@@ -105,8 +113,7 @@ class ModelService:
         if online:
             on_commit = self._online_hook(model, on_commit)
         parent_version = None if parent is None else _version_number(parent)
-        if parent_version is not None:
-            self.store.get_version(name, parent_version)  # fail before writing the artifact
+        parent_info = None if parent_version is None else self.store.get_version(name, parent_version)  # fail early
         clean_lineage = _json_safe(dict(lineage or {}))
         chosen = self.flavors.get(flavor) if flavor else self.flavors.for_model(model)
         if signature is None and X is not None:
@@ -119,11 +126,13 @@ class ModelService:
         trusted = (*self.trusted_types, *trusted_types)
         dumped = chosen.dump(model, trusted_types=trusted)
         suffix = chosen.suffixes[0] if chosen.suffixes else f".{chosen.name}"
-        # Write in a worker while this thread hashes: file I/O and hashlib both release the GIL.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shipyard-artifact") as pool:
+        # Write and profile in workers while this thread hashes: file I/O, hashlib and numpy release the GIL.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="shipyard-artifact") as pool:
+            profiling = None if X is None else pool.submit(_profile, chosen, model, dumped, trusted, X, signature, name)
             writing = pool.submit(self.artifacts.put, name, dumped.data, suffix)
             digest = sha256_hex(dumped.data)
             uri = writing.result()
+            profile = _inherited_profile(parent_info) if profiling is None else profiling.result()
         new = NewVersion(
             flavor=chosen.name,
             artifact_uri=uri,
@@ -140,6 +149,7 @@ class ModelService:
             description=description,
             parent_version=parent_version,
             lineage=clean_lineage,
+            profile=profile,
         )
         try:
             return self.store.add_version(
@@ -354,6 +364,36 @@ def _example(X: Any) -> list[dict[str, Any]] | list[list[Any]] | None:
         array = array.reshape(-1, 1)
     result: list[list[Any]] = _json_safe(array[:EXAMPLE_ROWS].tolist())
     return result
+
+
+def _profile(
+    flavor: Flavor, model: Any, dumped: Dumped, trusted: Sequence[str], X: Any, signature: Signature | None, name: str
+) -> dict[str, Any] | None:
+    """The reference profile of ``X`` and the model's predictions on it, or ``None`` (logged) if that fails."""
+    try:
+        from shipyard.evaluation.profile import profile_model
+
+        if flavor.name == "sklearn":  # the fitted object itself: no need to read the artifact back
+            from shipyard.flavors.sklearn import SklearnModel
+
+            loaded: LoadedModel = SklearnModel(model)
+        else:
+            loaded = flavor.load(dumped.data, dumped.meta, trusted_types=trusted)
+        profile: dict[str, Any] = _json_safe(profile_model(loaded, X, signature))
+        return profile
+    except Exception as exc:
+        logger.warning(
+            "could not profile the training data of %s (%s: %s); it is registered without a reference profile, "
+            "so drift cannot be monitored for this version", name, type(exc).__name__, exc,
+        )
+        return None
+
+
+def _inherited_profile(parent: ModelVersion | None) -> dict[str, Any] | None:
+    """The reference profile a version registered without data takes from its parent (``None`` without one)."""
+    if parent is None or not parent.profile:
+        return None
+    return {**parent.profile, "inherited_from": parent.profile.get("inherited_from", parent.version)}
 
 
 def _environment(flavor: Flavor) -> dict[str, str]:

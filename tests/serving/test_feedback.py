@@ -100,6 +100,7 @@ def test_feedback_refusals(
     yaml = (
         "max_rows: 50\nonline:\n  learn: false\n  feedback_events_per_second: 1\n  feedback_burst: 40\n"
         "  record_interval_ms: 600000\n"  # predictions are written only at shutdown (or on a request-id label)
+        "logging:\n  enabled: false\n"  # without the prediction log, a model that is not online takes no feedback
     )
     server = start_server("clicks", "fraud", "--config", config(tmp_path, yaml))
     http = server.client

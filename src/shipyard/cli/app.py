@@ -19,12 +19,16 @@ import typer
 from shipyard.cli.aliases import app as alias_app
 from shipyard.cli.aliases import rollback
 from shipyard.cli.batch import app as batch_app
+from shipyard.cli.compare import compare
 from shipyard.cli.demo import demo
 from shipyard.cli.keys import app as keys_app
+from shipyard.cli.logs import app as logs_app
 from shipyard.cli.models import app as models_app
+from shipyard.cli.monitor import monitor
 from shipyard.cli.online import app as online_app
 from shipyard.cli.output import print_error
 from shipyard.cli.predict import predict
+from shipyard.cli.report import report
 from shipyard.cli.serve import serve
 from shipyard.cli.train import train
 from shipyard.errors import ShipyardError
@@ -47,11 +51,15 @@ app.add_typer(alias_app, name="alias")
 app.add_typer(keys_app, name="keys")
 app.add_typer(batch_app, name="batch")
 app.add_typer(online_app, name="online")
+app.add_typer(logs_app, name="logs")
 app.command("rollback")(rollback)
+app.command("compare")(compare)
 app.command("predict")(predict)
 app.command("demo")(demo)
 app.command("serve")(serve)
 app.command("train")(train)
+app.command("monitor")(monitor)
+app.command("report")(report)
 
 
 def _show_version(value: bool) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from shipyard.cli.common import get_service, parse_metrics, parse_pairs
-from shipyard.cli.output import cell, console, joined, pairs, say, size, table, when
+from shipyard.cli.output import cell, console, joined, number, pairs, say, size, table, when
 from shipyard.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 SHA_SHOWN = 12
 FILES_SHOWN = 5
+TOP_SHOWN = 3
 
 app = typer.Typer(
     help="List, inspect and register models.",
@@ -116,9 +117,56 @@ def signature_tables(mv: ModelVersion) -> list[Table | str]:
     return shown
 
 
+def profile_table(mv: ModelVersion) -> Table | str:
+    """A version's reference profile: a row per feature, then the prediction and each class probability."""
+    profile: dict[str, Any] | None = mv.profile
+    if not profile:
+        return (
+            f"{mv.ref} has no reference profile: register it with training data (X=... or --example) "
+            "to monitor drift."
+        )
+    rows = profile.get("rows", 0)
+    result = table(
+        "Feature", "Kind", "Mean", "Std", "Min", "Max", "Top categories", "Missing",
+        title=f"Reference profile of {mv.ref} ({rows:,} rows)",
+    )
+    entries: list[tuple[str, dict[str, Any]]] = list(profile.get("features", {}).items())
+    if "prediction" in profile:
+        entries.append(("(prediction)", profile["prediction"]))
+    entries.extend((f"(proba {label})", entry) for label, entry in profile.get("probabilities", {}).items())
+    for feature, entry in entries:
+        missing = f"{entry.get('missing_rate', 0.0):.1%}"
+        if entry.get("kind") == "categorical":
+            result.add_row(cell(feature), cell("categorical"), cell(""), cell(""), cell(""), cell(""),
+                           cell(top_categories(entry)), cell(missing))
+        else:
+            moments = [entry.get(k) for k in ("mean", "std", "min", "max")]
+            result.add_row(cell(feature), cell("numeric"), *[cell("" if v is None else number(v)) for v in moments],
+                           cell(""), cell(missing))
+    return result
+
+
+def top_categories(entry: dict[str, Any], shown: int = TOP_SHOWN) -> str:
+    """The most frequent categories of a profile entry with their shares, then the rest.
+
+    >>> top_categories({"frequencies": {"FR": 0.5, "DE": 0.3, "IT": 0.15, "ES": 0.05}, "other": 0.0}, shown=2)
+    'FR 50.0%, DE 30.0%, 2 more 20.0%'
+    """
+    frequencies: dict[str, float] = entry.get("frequencies", {})
+    top = list(frequencies.items())[:shown]
+    rest_count = len(frequencies) - len(top)
+    rest = sum(list(frequencies.values())[shown:]) + float(entry.get("other", 0.0))
+    parts = [f"{key} {share:.1%}" for key, share in top]
+    if rest_count or rest > 0:
+        parts.append(f"{rest_count} more {rest:.1%}" if rest_count else f"other {rest:.1%}")
+    return ", ".join(parts)
+
+
 @app.command("show")
 def show(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name, e.g. fraud.")],
+    name: Annotated[
+        str, typer.Argument(metavar="NAME[:V]", help="Model name, e.g. fraud, or a version: fraud:3, fraud@staging.")
+    ],
     version: Annotated[
         int | None,
         typer.Option(
@@ -126,15 +174,19 @@ def show(
         ),
     ] = None,
 ) -> None:
-    """Show a model: its details, every version, and the signature of the newest (or --version N)."""
+    """Show a model: its details, every version, and the signature and reference profile of the newest (or the
+    version named)."""
     from shipyard.types import ModelRef
 
     service = get_service()
-    model = service.get_model(name)
-    versions = service.list_versions(name)
+    ref = ModelRef.parse(name)
+    model = service.get_model(ref.name)
+    versions = service.list_versions(ref.name)
     chosen: ModelVersion | None = versions[0] if versions else None
     if version is not None:
-        chosen = service.resolve(ModelRef(name, version=version))
+        chosen = service.resolve(ModelRef(ref.name, version=version))
+    elif ref.version is not None or ref.alias is not None:
+        chosen = service.resolve(ref)
 
     out = console()
     details = table("Field", "Value", title=f"Model {model.name}")
@@ -153,7 +205,7 @@ def show(
     out.print(details)
     out.print(versions_table(versions, title="Versions"))
     if chosen is not None:
-        for part in signature_tables(chosen):
+        for part in [*signature_tables(chosen), profile_table(chosen)]:
             if isinstance(part, str):
                 say(part)
             else:

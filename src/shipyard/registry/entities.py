@@ -33,6 +33,9 @@ class ModelVersion:
     lineage: dict[str, Any] = field(default_factory=dict)
     """The data this version was trained on: source URI, its fingerprint, and what was consumed
     (e.g. ``{"source": "data/", "fingerprint": "...", "files": [...]}`` or a ``watermark``)."""
+    profile: dict[str, Any] | None = field(default=None, repr=False)
+    """The reference profile of the rows given at registration (see :mod:`shipyard.evaluation.profile`), or
+    ``None`` when the version was registered without data or could not be profiled."""
 
     @property
     def ref(self) -> str:
@@ -90,3 +93,4 @@ class NewVersion:
     description: str = ""
     parent_version: int | None = None
     lineage: dict[str, Any] = field(default_factory=dict)
+    profile: dict[str, Any] | None = None

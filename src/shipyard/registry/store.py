@@ -173,6 +173,7 @@ class MetadataStore:
                     created_at=now,
                     parent_version=new.parent_version,
                     lineage=new.lineage,
+                    profile=new.profile,
                 )
             )
             created = ModelVersion(
@@ -194,6 +195,7 @@ class MetadataStore:
                 description=new.description,
                 parent_version=new.parent_version,
                 lineage=dict(new.lineage),
+                profile=new.profile,
             )
             if then is not None:
                 then(conn, created)
@@ -441,7 +443,7 @@ def _make_engine(url: str) -> Engine:
     return engine
 
 
-SCHEMA_HEAD = "0004"
+SCHEMA_HEAD = "0005"
 """The newest migration in ``migrations/versions`` (a test keeps the two in step)."""
 
 
@@ -518,4 +520,5 @@ def _version(name: str, row: RowMapping, alias_names: tuple[str, ...]) -> ModelV
         aliases=alias_names,
         parent_version=None if row["parent_version"] is None else int(row["parent_version"]),
         lineage=dict(row["lineage"] or {}),
+        profile=row["profile"],
     )

@@ -64,6 +64,8 @@ model_versions = Table(
     # Lineage (0003): the version of the same model this one was trained from, and the data it consumed.
     Column("parent_version", Integer, nullable=True),
     Column("lineage", JSON, nullable=False, default=dict, server_default=text("'{}'")),
+    # Reference profile (0005): the training data's distributions, for drift monitoring.
+    Column("profile", JSON, nullable=True),
     UniqueConstraint("model_id", "version", name="uq_model_versions_model_id_version"),
 )
 

@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException
@@ -16,12 +17,12 @@ from starlette.types import ASGIApp
 
 from shipyard.errors import ShipyardError
 from shipyard.service import ModelService
-from shipyard.serving import errors, mlflow, native, v2
+from shipyard.serving import errors, mlflow, native, ui, v2
 from shipyard.serving.auth import AuthMiddleware
 from shipyard.serving.dataplane import DataPlane
 from shipyard.serving.fastpath import FastPredict
 from shipyard.serving.jsonio import json_response, read_object
-from shipyard.serving.metrics import ServerMetrics
+from shipyard.serving.metrics import ServerMetrics, live_monitor
 from shipyard.serving.middleware import ServingMiddleware
 from shipyard.serving.online import FEEDBACK_BODY, OnlineServing
 from shipyard.serving.repository import ModelRepository
@@ -52,7 +53,9 @@ def _freeze_heap() -> None:
     gc.freeze()
 
 
-def create_app(settings: ServeSettings, service: ModelService, *, preload: bool = False) -> ASGIApp:
+def create_app(
+    settings: ServeSettings, service: ModelService, *, preload: bool = False, home: Path | None = None
+) -> ASGIApp:
     """Build the server for ``settings`` on the registry behind ``service``.
 
     Models are loaded and warmed up during start-up; ``/readyz`` answers 200 once they all are. With
@@ -60,6 +63,7 @@ def create_app(settings: ServeSettings, service: ModelService, *, preload: bool 
     in its parent so that every worker it forks shares the loaded models and libraries' memory pages.
     The layers run outside FastAPI (request id and metrics, then auth, then the raw prediction routes), so
     the hot path pays for none of the framework's per-request middleware; the rest goes on to FastAPI.
+    The prediction log (``settings.logging``) goes under ``home`` (default ``$SHIPYARD_HOME``)``/logs``.
     """
     from shipyard import __version__
 
@@ -68,10 +72,16 @@ def create_app(settings: ServeSettings, service: ModelService, *, preload: bool 
         service,
         settings,
         observer=lambda served, stats: metrics.observe_batch(served.name, served.version, stats),
-        on_load=lambda served: metrics.observe_load(served.name, served.version, served.load_seconds),
+        on_load=metrics.observe_served,
     )
     dataplane = DataPlane(repository, settings)
-    online = OnlineServing(service, repository, settings, metrics, dataplane.recorders)
+    if settings.logging.enabled:
+        from shipyard.config import Settings
+        from shipyard.monitoring.predlog import PredictionLogger
+
+        dataplane.prediction_log = PredictionLogger(settings.logging, home=home or Settings().resolved_home())
+    online = OnlineServing(service, repository, settings, metrics, dataplane.recorders, dataplane.prediction_log)
+    monitor = live_monitor(settings, service, metrics, dataplane.prediction_log)
     if preload:
         repository.plan()
         repository.load_all()
@@ -84,19 +94,27 @@ def create_app(settings: ServeSettings, service: ModelService, *, preload: bool 
             # Forked from a parent that loaded the models: count them in this worker's metrics, and catch
             # up with alias moves made since the parent loaded (a worker may be re-forked much later).
             for served in repository.loaded():
-                metrics.observe_load(served.name, served.version, served.load_seconds)
+                metrics.observe_served(served)
             await repository.refresh()
         else:
             repository.plan()
             await asyncio.to_thread(repository.load_all)
             _freeze_heap()
             _announce(settings, repository)
+        if dataplane.prediction_log is not None:
+            await asyncio.to_thread(dataplane.prediction_log.start)  # in each worker: its own writer and files
+        if monitor is not None:
+            monitor.start()  # its thread recomputes drift and accuracy off the event loop
         await online.start()
         watcher = asyncio.create_task(repository.watch())
         try:
             yield
         finally:
             await online.stop()
+            if monitor is not None:
+                await asyncio.to_thread(monitor.stop)
+            if dataplane.prediction_log is not None:
+                await asyncio.to_thread(dataplane.prediction_log.close)  # requests are done: write what is held
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
@@ -118,6 +136,7 @@ def create_app(settings: ServeSettings, service: ModelService, *, preload: bool 
     app.include_router(native.router(dataplane))
     app.include_router(v2.router(dataplane))
     app.include_router(mlflow.router(dataplane))
+    app.include_router(ui.router(dataplane, settings))
 
     @app.post(
         "/v1/models/{name}/feedback",

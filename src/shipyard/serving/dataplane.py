@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -14,7 +16,10 @@ from shipyard.scoring.batcher import Scores
 from shipyard.serving.repository import ModelRepository, ServedModel
 from shipyard.serving.settings import ServeSettings
 
+_log = logging.getLogger("shipyard.serving")
+
 if TYPE_CHECKING:
+    from shipyard.monitoring.predlog import PredictionLogger
     from shipyard.serving.online import PredictionRecorder
 
 
@@ -63,6 +68,9 @@ class DataPlane:
         self.settings = settings
         self.recorders: dict[str, PredictionRecorder] = {}
         """Served online models and where their predictions are recorded (filled in at start-up)."""
+        self.prediction_log: PredictionLogger | None = None
+        """Where every answered prediction is logged (``None``: logging is off)."""
+        self._inputs: dict[tuple[str, int], tuple[list[str], list[str] | None]] = {}
 
     async def predict(
         self,
@@ -72,14 +80,20 @@ class DataPlane:
         version: int | None = None,
         alias: str | None = None,
         allow_extra: bool = False,
+        route: str | None = None,
+        request_id: str | None = None,
     ) -> Prediction:
-        """Score ``data`` with the model version the request names, within the server's limits."""
+        """Score ``data`` with the model version the request names, within the server's limits.
+
+        With a ``route`` and a ``request_id`` the answered prediction goes to the prediction log (if on).
+        """
         rows = count_rows(data)
         if rows > self.settings.max_rows:
             raise PayloadTooLarge(
                 f"the request has {rows} rows, the limit is {self.settings.max_rows}; split it into smaller requests"
             )
         served = await self.repository.get(name, version=version, alias=alias)
+        started = time.perf_counter()
         try:
             scores = await served.score(data, allow_extra=allow_extra, timeout=self.settings.timeout_s)
         except TimeoutError:
@@ -92,4 +106,32 @@ class DataPlane:
             raise PredictionFailed(
                 f"model {served.info.ref} could not score these rows: {type(exc).__name__}: {exc}"
             ) from None
+        log = self.prediction_log
+        if log is not None and route is not None and request_id is not None:
+            try:
+                names, dtypes = self._input_columns(served)
+                log.record(
+                    served.name,
+                    served.version,
+                    route,
+                    request_id,
+                    data,
+                    names,
+                    scores.predictions,
+                    scores.probabilities,
+                    time.perf_counter() - started,
+                    input_types=dtypes,
+                )
+            except Exception:  # the answer is ready: logging it must never fail the request
+                _log.exception("could not log request %s of %s", request_id, served.info.ref)
         return Prediction(served, scores)
+
+    def _input_columns(self, served: ServedModel) -> tuple[list[str], list[str] | None]:
+        """The logged input columns of a served version (from its signature; cached)."""
+        key = (served.name, served.version)
+        columns = self._inputs.get(key)
+        if columns is None:
+            from shipyard.monitoring.predlog import input_columns
+
+            columns = self._inputs[key] = input_columns(served.info.signature)
+        return columns

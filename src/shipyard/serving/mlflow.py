@@ -243,7 +243,7 @@ def router(dataplane: DataPlane) -> APIRouter:
         if count_rows(data) == 0:
             raise InvalidInput("the input has no rows; send at least one")
         try:
-            prediction = await dataplane.predict(name, data)
+            prediction = await dataplane.predict(name, data, route="mlflow", request_id=request.state.request_id)
         except InvalidInput as exc:
             # SchemaError and PredictionFailed are 422 elsewhere; MLflow answers input the model cannot use with 400
             if exc.status != HTTPStatus.BAD_REQUEST:

@@ -62,7 +62,9 @@ async def predict_json(
     if name in dataplane.repository.deployments:  # only served names become metric labels
         state["model"] = name
     data = rows_from_body(body)
-    prediction = await dataplane.predict(name, data, version=version, allow_extra=allow_extra)
+    prediction = await dataplane.predict(
+        name, data, version=version, allow_extra=allow_extra, route="native", request_id=state["request_id"]
+    )
     state["version"] = prediction.version
     recorder = dataplane.recorders.get(name)  # online models only: kept for the feedback's request-id join
     if recorder is not None:

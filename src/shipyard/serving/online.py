@@ -32,6 +32,7 @@ from shipyard.serving.repository import ModelRepository
 from shipyard.serving.settings import ServeSettings
 
 if TYPE_CHECKING:
+    from shipyard.monitoring.predlog import PredictionLogger
     from shipyard.online import FeedbackEvent, OnlineStatus, OnlineStore
 
 log = logging.getLogger("shipyard.serving.online")
@@ -253,8 +254,11 @@ class OnlineServing:
         settings: ServeSettings,
         metrics: ServerMetrics,
         recorders: dict[str, PredictionRecorder],
+        prediction_log: PredictionLogger | None = None,
     ) -> None:
         self.service = service
+        self.prediction_log = prediction_log
+        """The prediction log: feedback labels of every served model are written there too (``None``: off)."""
         self.repository = repository
         self.settings = settings
         self.metrics = metrics
@@ -368,14 +372,19 @@ class OnlineServing:
 
     # ------------------------------------------------------------------ feedback
     async def feedback(self, name: str, body: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
-        """Validate, rate-limit and durably store one feedback request; the 202 answer's body."""
+        """Validate, rate-limit and durably store one feedback request; the 202 answer's body.
+
+        Labels go to the online store of an online model (by request id or with their rows) and, when the
+        prediction log is on, to the log for any served model (by request id), durable before the answer.
+        """
         self.repository.current(name)  # 404 for a model not served here
         state["model"] = name
         # a model registered with online=True since this server started (checked again after the wait)
         unknown = name not in self.recorders and self._available
         if unknown and await asyncio.to_thread(self.store.is_online, name) and name not in self.recorders:
             self._enable(name)
-        if name not in self.recorders:
+        online = name in self.recorders
+        if not online and self.prediction_log is None:
             raise Conflict(
                 f"model {name!r} does not learn online, so it takes no feedback; register it with online=True "
                 f"(shipyard.register(model, {name!r}, ..., online=True)) and serve that version"
@@ -386,7 +395,24 @@ class OnlineServing:
                 f"the request has {len(request)} feedback events, the limit is {self.settings.max_rows}; "
                 "split it into smaller requests"
             )
+        if not online and request.pairs is None:
+            raise InvalidInput(
+                f"model {name!r} does not learn online, so its labels are only joined with logged predictions: "
+                'send {"request_id": ..., "label": ...} or {"labels": [{"request_id": ..., "label": ...}, ...]}'
+            )
         self.limiter.check(state.get("api_key_id", ""), len(request))
+        answer: dict[str, Any] = {"accepted": len(request)}
+        if online:
+            first, last = await self._learn(name, request)
+            answer.update(first_offset=first, last_offset=last)
+            self.metrics.online_events.labels(name).inc(len(request))
+        if self.prediction_log is not None and request.pairs is not None:
+            await asyncio.to_thread(self.prediction_log.record_labels, name, request.pairs)
+        answer["request_id"] = state["request_id"]
+        return answer
+
+    async def _learn(self, name: str, request: FeedbackRequest) -> tuple[int, int]:
+        """Commit the feedback of online model ``name`` to its store; the first and last offsets."""
         if request.pairs is not None and self._recorder is not None:
             await self._recorder.flush()  # a label sent right after its prediction, to the same worker, joins
         if request.pairs is not None:
@@ -399,9 +425,7 @@ class OnlineServing:
         appender = self._appenders.get(name)
         if appender is None:
             appender = self._appenders[name] = Appender(self.store, name, max(self.settings.max_rows, 1_000))
-        first, last = await appender.append(events)
-        self.metrics.online_events.labels(name).inc(len(request))
-        return {"accepted": len(request), "first_offset": first, "last_offset": last, "request_id": state["request_id"]}
+        return await appender.append(events)
 
 
 class Appender:

@@ -39,6 +39,8 @@ class ServedModel:
     ) -> None:
         self.model = model
         self.load_seconds = load_seconds
+        self.memory_bytes: int | None = None
+        """Growth of the process's resident memory across the load and warm-up (other threads may add noise)."""
         self.loaded_at = time.time()
         self.batcher = MicroBatcher(
             self._score,
@@ -138,6 +140,10 @@ class ModelRepository:
         self.ready = True
 
     def _load(self, info: ModelVersion) -> ServedModel:
+        import psutil
+
+        process = psutil.Process()
+        rss_before = process.memory_info().rss
         started = time.perf_counter()
         model = self.service.load(info.ref)
         batching = self.settings.batching_for(info.name)
@@ -150,6 +156,7 @@ class ModelRepository:
         )
         served.warm_up()
         served.load_seconds = time.perf_counter() - started
+        served.memory_bytes = max(0, process.memory_info().rss - rss_before)
         if self._on_load is not None:
             self._on_load(served)
         log.info("loaded %s in %.2f s", info.ref, served.load_seconds)

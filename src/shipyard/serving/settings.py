@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shipyard.errors import InvalidInput
 
@@ -44,6 +44,73 @@ class OnlineServeSettings(BaseModel):
     )
 
 
+class LogSettings(BaseModel):
+    """The prediction log: where every answered prediction is written, how often, and for how long it is kept.
+
+    >>> LogSettings(sensitive={"fraud": {"email": "hash"}}).sensitive["fraud"]["email"]
+    'hash'
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=True, description="Record every answered prediction.")
+    backend: Literal["parquet", "postgres"] = Field(
+        default="parquet", description="parquet: files under path; postgres: a table in postgres_url."
+    )
+    path: Path | None = Field(default=None, description="Folder of the Parquet log; default <SHIPYARD_HOME>/logs.")
+    postgres_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the PostgreSQL database of the log (backend postgres)."
+    )
+    flush_interval_s: float = Field(
+        default=1.0, gt=0.0, description="Most seconds a recorded prediction waits before it is written."
+    )
+    flush_rows: int = Field(default=50_000, ge=1, description="Write as soon as this many rows are held.")
+    fsync: bool = Field(default=False, description="fsync every written file (survives a power cut, slower).")
+    rotate_seconds: float = Field(
+        default=3600.0, gt=0.0, description="Flush files of each closed period this long are merged into one segment."
+    )
+    rotate_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1, description="Merge a period's files early once they hold this many bytes."
+    )
+    max_age_hours: float = Field(default=168.0, gt=0.0, description="Delete log files older than this.")
+    max_bytes: int = Field(
+        default=10 * 1024**3, ge=1, description="Delete the oldest log files once the log is larger than this."
+    )
+    buffer_rows: int = Field(
+        default=1_000_000, ge=1, description="Most rows held in memory; beyond, new ones are dropped and counted."
+    )
+    sensitive: dict[str, dict[str, Literal["hash", "drop"]]] = Field(
+        default_factory=dict,
+        description="Per model, input columns to hash (sha256 of the value) or drop before anything is written.",
+    )
+
+    @model_validator(mode="after")
+    def _backend_has_a_place(self) -> LogSettings:
+        if self.enabled and self.backend == "postgres" and not self.postgres_url:
+            raise ValueError(
+                "backend postgres needs postgres_url, a SQLAlchemy URL such as postgresql+psycopg://user@host/db"
+            )
+        return self
+
+
+class MonitorSettings(BaseModel):
+    """The live monitor: drift and accuracy over a sliding window of logged predictions, alerts to a webhook."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=True, description="Compute drift and live accuracy in the server.")
+    interval_s: float = Field(default=10.0, gt=0.0, description="How often the window's statistics are recomputed.")
+    window_rows: int = Field(default=10_000, ge=1, description="Latest logged predictions kept per model version.")
+    psi_warn: float = Field(default=0.1, ge=0.0, description="PSI from which a feature's drift is a warning.")
+    psi_alert: float = Field(default=0.2, ge=0.0, description="PSI from which a feature's drift is an alert.")
+    p_value: float = Field(default=0.05, gt=0.0, lt=1.0, description="Significance level of the KS / chi2 tests.")
+    min_samples: int = Field(default=100, ge=1, description="Fewer live values than this: no verdict.")
+    webhook_url: str | None = Field(default=None, description="POST an alert here when a threshold is crossed.")
+    accuracy_alert_below: float | None = Field(
+        default=None, description="Alert when live accuracy (classifiers) falls below this."
+    )
+
+
 class ServeSettings(BaseModel):
     """Everything ``shipyard serve`` can be told, by flags or by a YAML file.
 
@@ -69,6 +136,8 @@ class ServeSettings(BaseModel):
     batching: BatchSettings = Field(default_factory=BatchSettings, description="Default micro-batching.")
     models: dict[str, BatchSettings] = Field(default_factory=dict, description="Micro-batching per model name.")
     online: OnlineServeSettings = Field(default_factory=OnlineServeSettings, description="Online learning.")
+    logging: LogSettings = Field(default_factory=LogSettings, description="The prediction log.")
+    monitoring: MonitorSettings = Field(default_factory=MonitorSettings, description="The live monitor.")
 
     def batching_for(self, name: str) -> BatchSettings:
         """The batching settings of model ``name``."""

@@ -154,7 +154,9 @@ def router(dataplane: DataPlane) -> APIRouter:
         infer = parse_request(body, request.headers.get(HEADER_LENGTH))
         check_requested_outputs(infer, output_names(served.model.has_predict_proba))
         data = features(served.model.signature, infer.inputs)
-        prediction = await dataplane.predict(name, data, version=version, alias=alias)
+        prediction = await dataplane.predict(
+            name, data, version=version, alias=alias, route="v2", request_id=request.state.request_id
+        )
         request.state.version = prediction.version
         payload, chunks = infer_response(
             prediction.name, prediction.version, prediction.scores, infer, request.state.request_id

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
 Mode = Literal["one-off", "incremental"]
 Progress = Callable[[str], None]
-SAMPLE_ROWS = 100
+PROFILE_ROWS = 100_000  # rows of new data an incremental run keeps for the version's reference profile
 """Rows of training data kept to infer the signature and the stored input example."""
 
 
@@ -169,8 +169,8 @@ class _Run:
         files = source_files(source)
         if files:
             lineage["files"] = files
-        return self._finish(
-            model, metrics, features, X.head(SAMPLE_ROWS), y.head(SAMPLE_ROWS), holdout, lineage, stream,
+        return self._finish(  # all of X: register profiles (a sample of) the training rows
+            model, metrics, features, X, y, holdout, lineage, stream,
             mode="one-off", parent=None, promote=promote, force=force, rows=len(frame),
             files_read=tuple(files), report=None, notes=(),
         )
@@ -233,7 +233,10 @@ class _Run:
             X, y = part[features], part[spec.target]
             report += _partial_fit(model, X, y)
             if sample is None:
-                sample = (X.head(SAMPLE_ROWS), y.head(SAMPLE_ROWS))
+                sample = (X.head(PROFILE_ROWS), y.head(PROFILE_ROWS))
+            elif len(sample[0]) < PROFILE_ROWS:  # the new rows register profiles, up to PROFILE_ROWS of them
+                room = PROFILE_ROWS - len(sample[0])
+                sample = (pd.concat([sample[0], X.head(room)]), pd.concat([sample[1], y.head(room)]))
         if stream.rows == 0:
             raise NoNewData(
                 f"no rows of {self.shown} have {how.watermark} > {mark} (the watermark of {parent.ref}); "

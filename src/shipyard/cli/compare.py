@@ -1,0 +1,169 @@
+"""``shipyard compare REF_A REF_B --data FILE``: are two model versions equivalent on the same rows?
+
+The work is :func:`shipyard.evaluation.compare.compare`; this module prints its result (a summary, the
+confusion between the two models' labels, the rows that disagree most and a verdict line), or with
+``--json`` the result as JSON, and exits with 1 when the verdict is fail, so that a script or CI job can
+use it as a gate.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from shipyard.cli.common import get_service
+from shipyard.cli.output import cell, console, say, table
+
+if TYPE_CHECKING:
+    from shipyard.evaluation.compare import Comparison
+
+MAX_FEATURES_SHOWN = 8
+
+
+def compare(
+    ref_a: Annotated[str, typer.Argument(metavar="REF_A", help="The reference model, e.g. fraud:3.")],
+    ref_b: Annotated[str, typer.Argument(metavar="REF_B", help="The model compared with it, e.g. fraud:4.")],
+    data: Annotated[
+        str,
+        typer.Option(
+            "--data",
+            "-d",
+            metavar="DATA",
+            help="Rows to score with both: CSV or Parquet file, folder or glob, or a database URL with ?table=NAME.",
+        ),
+    ],
+    atol: Annotated[
+        float,
+        typer.Option("--atol", min=0.0, help="Largest absolute difference of probabilities (or predictions) allowed."),
+    ] = 1e-6,
+    min_agreement: Annotated[
+        float,
+        typer.Option("--min-agreement", min=0.0, max=1.0, help="Smallest share of rows with the same label allowed."),
+    ] = 1.0,
+    top: Annotated[int, typer.Option("--top", min=0, help="How many of the most disagreeing rows to show.")] = 10,
+    chunk_rows: Annotated[
+        int, typer.Option("--chunk-rows", min=1, metavar="ROWS", help="Rows read and scored at a time.")
+    ] = 100_000,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            "--columns",
+            metavar="COL,...",
+            help="For a model trained on an array: its feature columns in training order.",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+) -> None:
+    """Score DATA with REF_A and REF_B and report label agreement, probability differences, the confusion
+    between the two and the rows that disagree most.
+
+    The verdict is pass when the label agreement is at least --min-agreement and the largest absolute
+    probability difference (regressors: prediction difference) is at most --atol; the exit code is 1 on
+    fail. The models may be of different flavors, e.g. a scikit-learn model and its ONNX export.
+    """
+    from shipyard.evaluation.compare import compare as run_compare
+
+    names = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    result = run_compare(
+        get_service(),
+        ref_a,
+        ref_b,
+        data,
+        atol=atol,
+        min_agreement=min_agreement,
+        top=top,
+        chunk_rows=chunk_rows,
+        columns=names,
+    )
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        show(result)
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+def show(result: Comparison) -> None:
+    """Print a comparison: summary, confusion table, disagreeing rows, notes and the verdict line."""
+    out = console()
+    out.print(_summary(result))
+    if result.labels:
+        out.print(_confusion(result))
+    if result.top:
+        out.print(_disagreements(result))
+    for note in result.notes:
+        say(f"note: {note}")
+    say(verdict_line(result))
+
+
+def verdict_line(result: Comparison) -> str:
+    """``PASS: ...`` or ``FAIL: <each failed condition>``."""
+    if not result.passed:
+        return f"FAIL: {'; '.join(result.reasons)}"
+    what = "labels agree" if result.task == "classification" else "predictions agree within atol"
+    line = f"PASS: {what} on {result.agreement:.2%} of {result.rows:,} rows"
+    if result.max_abs_diff is not None:
+        line += f", max absolute difference {result.max_abs_diff:.3g} <= atol {result.atol:g}"
+    return line
+
+
+def _summary(result: Comparison) -> Any:
+    summary = table(
+        "figure", "value", title=f"{result.ref_a} ({result.flavor_a}) vs {result.ref_b} ({result.flavor_b})"
+    )
+    diff = "probability" if result.task == "classification" else "prediction"
+    agreement = "label agreement" if result.task == "classification" else f"share within {result.atol:g}"
+    rows: list[tuple[str, Any]] = [
+        ("data", result.data),
+        ("task", result.task),
+        ("rows", f"{result.rows:,}"),
+        (agreement, f"{result.agreement:.6g} ({_rows(result.disagreements)} differ)"),
+        (f"max abs {diff} diff", _number(result.max_abs_diff)),
+        (f"mean abs {diff} diff", _number(result.mean_abs_diff)),
+        ("thresholds", f"atol {result.atol:g}, min agreement {result.min_agreement:g}"),
+        ("time", f"{result.seconds:.2f} s ({result.chunks:,} chunk{'' if result.chunks == 1 else 's'})"),
+    ]
+    for key, value in rows:
+        summary.add_row(key, cell(value))
+    return summary
+
+
+def _confusion(result: Comparison) -> Any:
+    labels = [str(label) for label in result.labels]
+    confusion = table(f"{result.ref_a} \\ {result.ref_b}", *labels, title="Label confusion")
+    for label, counts in zip(labels, result.confusion, strict=True):
+        confusion.add_row(cell(label), *(cell(f"{count:,}") for count in counts))
+    return confusion
+
+
+def _disagreements(result: Comparison) -> Any:
+    diff = "proba diff" if result.task == "classification" else "diff"
+    rows = table("row", result.ref_a, result.ref_b, diff, "features", title=f"Top {len(result.top)} disagreeing rows")
+    for row in result.top:
+        shown = list(row.features.items())[:MAX_FEATURES_SHOWN]
+        more = ", ..." if len(row.features) > MAX_FEATURES_SHOWN else ""
+        features = ", ".join(f"{k}={_number(v) if isinstance(v, float) else v}" for k, v in shown) + more
+        rows.add_row(
+            cell(row.row), cell(row.prediction_a), cell(row.prediction_b), cell(_number(row.difference)), cell(features)
+        )
+    return rows
+
+
+def _rows(count: int) -> str:
+    """``1 row`` or ``2,000 rows``.
+
+    >>> _rows(1), _rows(2000)
+    ('1 row', '2,000 rows')
+    """
+    return f"{count:,} row{'' if count == 1 else 's'}"
+
+
+def _number(value: float | None) -> str | None:
+    """A difference shown with 4 significant digits; ``None`` stays ``None`` (shown as ``-``).
+
+    >>> _number(0.000012345), _number(None), _number(0.0)
+    ('1.234e-05', None, '0')
+    """
+    return None if value is None else f"{value:.4g}"

@@ -1,0 +1,261 @@
+"""Arrow tables of the prediction log, built from what the server recorded (in the writer thread).
+
+One recorded request is an :data:`Entry` tuple: the references the route already had, nothing copied.
+:func:`prediction_table` turns many of them (of one model version) into one table with column-wise
+NumPy/Arrow operations; the only Python loops run once per request or once per row, never per value
+(except for hashing sensitive columns, which must look at every value).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+log = logging.getLogger("shipyard.monitoring")
+
+# model, version, route, request_id, ts (epoch s), data, input names, input dtypes, predictions,
+# probabilities, latency (s), rows
+Entry = tuple[str, int, str, str, float, Any, Sequence[str], Sequence[str] | None, Any, Any, float, int]
+
+
+def input_columns(signature: Mapping[str, Any] | None) -> tuple[list[str], list[str] | None]:
+    """The logged input columns of a version's stored signature: names and dtypes.
+
+    Columnar signatures give their columns; a 2-d tensor gives ``f0``..``fN`` of its dtype; anything
+    else (no signature, images) logs no input.
+
+    >>> input_columns({"inputs": [{"name": "amount", "dtype": "float64"}]})
+    (['amount'], ['float64'])
+    >>> input_columns({"tensor": {"dtype": "float32", "shape": [None, 2]}})
+    (['f0', 'f1'], ['float32', 'float32'])
+    """
+    if not signature:
+        return [], None
+    if signature.get("inputs"):
+        columns = signature["inputs"]
+        return [str(c["name"]) for c in columns], [str(c["dtype"]) for c in columns]
+    tensor = signature.get("tensor")
+    if tensor and len(tensor.get("shape", ())) == 2 and isinstance(tensor["shape"][1], int):
+        width = tensor["shape"][1]
+        return [f"f{i}" for i in range(width)], [str(tensor["dtype"])] * width
+    return [], None
+
+
+def arrow_type(dtype: str) -> pa.DataType | None:
+    """The logged Arrow type of a signature dtype, ``None`` when it must be inferred from the values.
+
+    >>> str(arrow_type("float32")), str(arrow_type("int8")), str(arrow_type("string")), arrow_type("period")
+    ('double', 'int64', 'string', None)
+    """
+    import pyarrow as pa
+
+    if dtype.startswith("float"):
+        return pa.float64()
+    if dtype.startswith(("int", "uint")):
+        return pa.int64()
+    if dtype in ("bool", "boolean"):
+        return pa.bool_()
+    if dtype in ("string", "str", "object", "category"):
+        return pa.string()
+    return None
+
+
+def row_ids(request_id: str, count: int) -> list[str]:
+    """The ids of the rows of one request: its id for one row, ``<id>/<i>`` for row ``i`` of several.
+
+    >>> row_ids("abc", 1), row_ids("abc", 2)
+    (['abc'], ['abc/0', 'abc/1'])
+    """
+    return [request_id] if count == 1 else [f"{request_id}/{i}" for i in range(count)]
+
+
+def sha256_text(value: Any) -> str:
+    """The SHA-256 hex digest of ``str(value)``: how a sensitive value is logged.
+
+    >>> sha256_text("x")[:16]
+    '2d711642b726b044'
+    """
+    return hashlib.sha256(str(value).encode()).hexdigest()
+
+
+def _rows(data: Any, names: Sequence[str]) -> list[Any]:
+    """The rows of caller data as mappings (records stay as they are; rows of values get the names)."""
+    if type(data) is list and data and type(data[0]) is dict:  # records, the common case: nothing to do
+        return data
+    if hasattr(data, "to_dict") and hasattr(data, "columns"):  # a DataFrame
+        return list(data.to_dict("records"))
+    if isinstance(data, np.ndarray):
+        if data.ndim == 1:
+            return [dict(zip(names, data.tolist(), strict=False))]
+        return [dict(zip(names, row, strict=False)) for row in data.tolist()]
+    if isinstance(data, Mapping):
+        columns = {str(k): (v if isinstance(v, (list, tuple, np.ndarray)) else [v]) for k, v in data.items()}
+        return [dict(zip(columns, values, strict=False)) for values in zip(*columns.values(), strict=False)]
+    rows = list(data)
+    if rows and not isinstance(rows[0], Mapping):
+        if not isinstance(rows[0], (list, tuple, np.ndarray)):  # one row of values
+            return [dict(zip(names, rows, strict=False))]
+        return [dict(zip(names, row, strict=False)) for row in rows]
+    return rows
+
+
+def input_array(
+    rows: list[Any], names: Sequence[str], dtypes: Sequence[str] | None, sensitive: Mapping[str, str]
+) -> pa.StructArray | None:
+    """One struct per row with the input columns, sensitive ones hashed or dropped; ``None``: nothing to log."""
+    import pyarrow as pa
+
+    kept = [n for n in names if sensitive.get(n) != "drop"]
+    if not kept:
+        return None
+    declared = dict(zip(names, dtypes, strict=False)) if dtypes else {}
+    types = [arrow_type(declared[n]) if n in declared else None for n in kept]
+    array: pa.StructArray | None = None
+    if all(t is not None for t in types):
+        try:
+            array = pa.array(rows, type=pa.struct([pa.field(n, t) for n, t in zip(kept, types, strict=True)]))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+            array = None
+    if array is None:  # unknown dtypes or values that do not convert: the types the values have
+        try:
+            inferred = pa.array(rows)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
+            log.warning("the inputs of these predictions cannot be logged (%s); logging them without input", exc)
+            return None
+        present = {inferred.type.field(i).name for i in range(inferred.type.num_fields)}
+        fields = [n for n in kept if n in present]
+        if not fields:
+            return None
+        array = pa.StructArray.from_arrays([inferred.field(n) for n in fields], names=fields)
+    hashed = [n for n in kept if sensitive.get(n) == "hash"]
+    if not hashed:
+        return array
+    children = []
+    for i in range(array.type.num_fields):
+        child = array.field(i)
+        if array.type.field(i).name in hashed:
+            child = pa.array([None if v is None else sha256_text(v) for v in child.to_pylist()], type=pa.string())
+        children.append(child)
+    return pa.StructArray.from_arrays(children, names=[array.type.field(i).name for i in range(array.type.num_fields)])
+
+
+def _plain_kind(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    kind = values.dtype.kind
+    if kind == "f":
+        return values.astype(np.float64, copy=False)
+    if kind in "iu":
+        return values.astype(np.int64, copy=False)
+    return values
+
+
+def list_array(matrix: np.ndarray[Any, Any]) -> pa.ListArray:
+    """A ``list<...>`` array with one list per row of a 2-d array.
+
+    >>> list_array(np.array([[0.25, 0.75], [1.0, 0.0]])).to_pylist()
+    [[0.25, 0.75], [1.0, 0.0]]
+    """
+    import pyarrow as pa
+
+    rows, width = matrix.shape[0], (matrix.shape[1] if matrix.ndim > 1 else 1)
+    offsets = pa.array(np.arange(0, rows * width + 1, width, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(_plain_kind(matrix.reshape(-1))))
+
+
+def _prediction_array(entries: Sequence[Entry]) -> pa.Array:
+    import pyarrow as pa
+
+    values = [np.asarray(e[8]) for e in entries]
+    if all(v.ndim == 1 for v in values):
+        merged = np.concatenate(values) if len(values) > 1 else values[0]
+        if merged.dtype.kind == "O":
+            return pa.array(merged.tolist())
+        return pa.array(_plain_kind(merged))
+    if all(v.ndim == 2 for v in values):  # several outputs per row
+        return list_array(np.concatenate(values))
+    return pa.array([str(row) for v in values for row in v.tolist()], type=pa.string())
+
+
+def _probability_array(entries: Sequence[Entry], total: int) -> pa.Array:
+    import pyarrow as pa
+
+    kind = pa.list_(pa.float64())
+    given = [e[9] for e in entries]
+    if all(p is None for p in given):
+        return pa.nulls(total, type=kind)
+    if all(p is not None for p in given):
+        matrices = [np.asarray(p, dtype=np.float64) for p in given]
+        if len({m.shape[1:] for m in matrices}) == 1 and matrices[0].ndim == 2:
+            return list_array(np.concatenate(matrices) if len(matrices) > 1 else matrices[0]).cast(kind)
+    lists: list[Any] = []
+    for entry, p in zip(entries, given, strict=True):
+        lists.extend([None] * entry[11] if p is None else np.asarray(p, dtype=np.float64).tolist())
+    return pa.array(lists, type=kind)
+
+
+def prediction_table(entries: Sequence[Entry], sensitive: Mapping[str, str] | None = None) -> pa.Table:
+    """The log rows of the recorded requests ``entries`` (all of one model version), one row per input row."""
+    import pyarrow as pa
+
+    counts = np.fromiter((e[11] for e in entries), dtype=np.int64, count=len(entries))
+    total = int(counts.sum())
+    request_ids: list[str] = []
+    rows: list[Any] = []
+    names, dtypes = entries[0][6], entries[0][7]
+    for entry in entries:
+        count = entry[11]
+        if count == 1:
+            request_ids.append(entry[3])
+        else:
+            request_ids.extend(row_ids(entry[3], count))
+        if names:
+            got = _rows(entry[5], names)
+            rows.extend(got if len(got) == count else [None] * count)
+    stamps = np.repeat(np.fromiter((e[4] for e in entries), dtype=np.float64, count=len(entries)), counts)
+    latency = np.repeat(np.fromiter((e[10] for e in entries), dtype=np.float64, count=len(entries)) * 1000.0, counts)
+    routes = np.repeat(np.array([e[2] for e in entries], dtype=object), counts)
+    columns: dict[str, pa.Array] = {
+        "request_id": pa.array(request_ids, type=pa.string()),
+        "ts": pa.array((stamps * 1e6).astype(np.int64), type=pa.timestamp("us", tz="UTC")),
+        "model": pa.repeat(pa.scalar(entries[0][0], pa.string()), total),
+        "version": pa.repeat(pa.scalar(entries[0][1], pa.int32()), total),
+        "route": pa.array(routes, type=pa.string()),
+        "latency_ms": pa.array(latency, type=pa.float64()),
+    }
+    inputs = input_array(rows, names, dtypes, sensitive or {}) if names else None
+    if inputs is not None:
+        columns["input"] = inputs
+    columns["prediction"] = _prediction_array(entries)
+    columns["probabilities"] = _probability_array(entries, total)
+    return pa.table(columns)
+
+
+def label_table(model: str, pairs: Sequence[tuple[str, Any]], now: float) -> pa.Table:
+    """The log rows of feedback labels ``(request id, label)`` received at ``now``.
+
+    >>> label_table("fraud", [("r1", 1), ("r2", 0)], 0.0).column("label").to_pylist()
+    [1, 0]
+    """
+    import pyarrow as pa
+
+    labels = [label for _, label in pairs]
+    try:
+        label = pa.array(labels)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed kinds: keep them all as text
+        label = pa.array([None if v is None else str(v) for v in labels], type=pa.string())
+    if pa.types.is_null(label.type):
+        label = label.cast(pa.string())
+    return pa.table(
+        {
+            "request_id": pa.array([rid for rid, _ in pairs], type=pa.string()),
+            "ts": pa.array(np.full(len(pairs), int(now * 1e6), dtype=np.int64), type=pa.timestamp("us", tz="UTC")),
+            "model": pa.repeat(pa.scalar(model, pa.string()), len(pairs)),
+            "label": label,
+        }
+    )

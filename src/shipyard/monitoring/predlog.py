@@ -1,0 +1,306 @@
+"""The prediction log's writer: every answered prediction, recorded without slowing the server down.
+
+:meth:`PredictionLogger.record` runs on the event loop and only appends references (the request's rows,
+the model's answer) to a bounded list. A writer thread takes that list every ``flush_interval_s`` (or
+sooner once ``flush_rows`` rows are held), builds one Arrow table per model version column by column, and
+writes it as one complete Parquet file (``.tmp``, optional fsync, rename) or one PostgreSQL ``COPY``. So
+a graceful shutdown (:meth:`~PredictionLogger.close`) loses nothing and a crash loses at most the last
+interval. When the buffer is full, new rows are dropped, counted in :attr:`~PredictionLogger.dropped`
+and reported in the log; the server never waits for the disk.
+
+Sensitive input columns (``sensitive: {model: {column: hash|drop}}``) are hashed (SHA-256 of the value's
+text) or dropped before anything is written. The writer also merges each closed ``rotate_seconds`` period's
+flush files into one segment and deletes files past ``max_age_hours`` or beyond ``max_bytes``, oldest first.
+
+>>> import tempfile, pathlib
+>>> from shipyard.serving.settings import LogSettings
+>>> home = pathlib.Path(tempfile.mkdtemp())
+>>> logger = PredictionLogger(LogSettings(), home=home)
+>>> logger.start()
+>>> logger.record("fraud", 1, "native", "r1", [{"amount": 3.5}], ["amount"], [0], [[0.9, 0.1]], 0.002)
+>>> logger.close()
+>>> from shipyard.monitoring.logs import PredictionLog
+>>> PredictionLog(home / "logs").predictions("fraud")[["request_id", "version", "prediction", "amount"]]
+  request_id  version  prediction  amount
+0         r1        1           0     3.5
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from shipyard.monitoring._tables import Entry, input_columns, label_table, prediction_table
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from shipyard.serving.settings import LogSettings
+
+__all__ = ["Listener", "PredictionLogger", "input_columns"]
+
+log = logging.getLogger("shipyard.monitoring")
+Listener = Callable[[str, int, "pa.Table"], None]
+EXPIRE_EVERY_SECONDS = 60.0
+WARN_EVERY_ROWS = 10_000
+
+
+class _Sink(Protocol):
+    def write(
+        self, kind: str, model: str, table: pa.Table, *, version: int | None = None, durable: bool = False
+    ) -> Any: ...
+    def compact(self, now: float | None = None, *, everything: bool = False) -> int: ...
+    def expire(self, now: float | None = None) -> int: ...
+    def close(self) -> None: ...
+
+
+def log_root(settings: LogSettings, home: Path) -> Path:
+    """The folder of the Parquet log: ``settings.path`` or ``<home>/logs``."""
+    return (settings.path or home / "logs").expanduser()
+
+
+class PredictionLogger:
+    """The server's asynchronous writer of predictions and labels (one per server process)."""
+
+    def __init__(self, settings: LogSettings, *, home: Path) -> None:
+        self.settings = settings
+        self.root = log_root(settings, home)
+        self.dropped = 0
+        """Rows not logged because the buffer was full or their write failed."""
+        self.written = 0
+        """Prediction rows written so far."""
+        self._capacity = settings.buffer_rows
+        self._flush_rows = settings.flush_rows
+        self._pending: list[Entry] = []
+        self._held = 0
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._listeners: list[Listener] = []
+        self._sink: _Sink | None = None
+        self._sink_lock = threading.Lock()
+        self._labels = threading.Condition()
+        self._label_queue: list[tuple[int, str, Sequence[tuple[str, Any]]]] = []
+        self._label_tickets = 0
+        self._label_outcomes: dict[int, BaseException | None] = {}
+        self._label_writing = False
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def sink(self) -> _Sink:
+        """Where rows go (opened on first use: tables are created, folders made)."""
+        if self._sink is not None:
+            return self._sink
+        with self._sink_lock:
+            if self._sink is not None:
+                return self._sink
+            if self.settings.backend == "postgres":
+                from shipyard.errors import InvalidInput
+                from shipyard.monitoring._postgres import PostgresSink
+
+                if not self.settings.postgres_url:
+                    raise InvalidInput(
+                        "logging.backend is postgres but logging.postgres_url is not set; set it to a SQLAlchemy URL "
+                        "such as postgresql+psycopg://user@host/db"
+                    )
+                self._sink = PostgresSink(self.settings.postgres_url, max_age_hours=self.settings.max_age_hours)
+            else:
+                from shipyard.monitoring._parquet import ParquetSink
+
+                self.root.mkdir(parents=True, exist_ok=True)
+                self._sink = ParquetSink(
+                    self.root,
+                    fsync=self.settings.fsync,
+                    rotate_seconds=self.settings.rotate_seconds,
+                    rotate_bytes=self.settings.rotate_bytes,
+                    max_age_hours=self.settings.max_age_hours,
+                    max_bytes=self.settings.max_bytes,
+                )
+        return self._sink
+
+    def start(self) -> None:
+        """Open the sink and start the writer thread (in the process that serves: after any fork)."""
+        if self._thread is not None:
+            return
+        import pyarrow.parquet  # noqa: F401  (loaded here, not in the first flush)
+
+        try:
+            self.sink  # noqa: B018  (fail at start-up, not in the writer thread)
+        except OSError as exc:
+            from shipyard.errors import StorageError
+
+            raise StorageError(
+                f"cannot write the prediction log in {self.root}: {exc.strerror or exc}; set logging.path to a "
+                "writable folder or logging.enabled to false"
+            ) from None
+        self._thread = threading.Thread(target=self._run, name="shipyard-prediction-log", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Write everything still held, merge this writer's files and stop (graceful shutdown)."""
+        if self._closed:
+            return
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            self._closed = True  # from now on record() counts rows as dropped
+        self.flush()
+        if self._sink is not None:
+            try:
+                self._sink.compact(everything=True)
+            except Exception:
+                log.exception("could not merge the prediction log's files at shutdown")
+            self._sink.close()
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(model, version, table)`` from the writer thread with every table written."""
+        self._listeners.append(listener)
+
+    # ------------------------------------------------------------------ hot path
+    def record(
+        self,
+        model: str,
+        version: int,
+        route: str,
+        request_id: str,
+        data: Any,
+        input_names: Sequence[str],
+        predictions: Any,
+        probabilities: Any | None,
+        latency_s: float,
+        *,
+        input_types: Sequence[str] | None = None,
+    ) -> None:
+        """Hold one answered request for the writer (on the event loop: no copy, no I/O, never blocks).
+
+        ``data`` is the request's rows as the route got them (records, columns, rows of values, a frame or
+        an array); rows given as lists of values are named by ``input_names`` (typed by ``input_types``,
+        the signature's dtypes, when given).
+        """
+        rows = len(predictions)
+        entry: Entry = (
+            model, version, route, request_id, time.time(), data, input_names, input_types,
+            predictions, probabilities, latency_s, rows,
+        )  # fmt: skip
+        with self._lock:
+            if self._closed or self._held + rows > self._capacity:
+                self.dropped += rows
+                dropped = self.dropped
+            else:
+                self._pending.append(entry)
+                self._held += rows
+                if self._held >= self._flush_rows:
+                    self._wake.set()
+                return
+        if dropped == rows or dropped % WARN_EVERY_ROWS < rows:
+            log.warning(
+                "prediction log: dropped %d rows so far: the writer is not keeping up (raise logging.buffer_rows "
+                "or make the log's disk faster)",
+                dropped,
+            )
+
+    def record_labels(self, model: str, pairs: Sequence[tuple[str, Any]]) -> None:
+        """Write feedback labels ``(request id, label)`` of ``model``; durable (fsynced) when this returns.
+
+        Called from many threads at once, the calls share writes (group commit): while one thread writes,
+        the others queue, and the next write takes everything queued as one file per model.
+        """
+        if not pairs:
+            return
+        with self._labels:
+            self._label_tickets += 1
+            ticket = self._label_tickets
+            self._label_queue.append((ticket, model, pairs))
+            while ticket not in self._label_outcomes:
+                if self._label_writing:
+                    self._labels.wait()
+                    continue
+                batch, self._label_queue = self._label_queue, []
+                self._label_writing = True
+                self._labels.release()
+                try:
+                    outcomes = self._write_labels(batch)
+                finally:
+                    self._labels.acquire()
+                    self._label_writing = False
+                self._label_outcomes.update(outcomes)
+                self._labels.notify_all()
+            failure = self._label_outcomes.pop(ticket)
+        if failure is not None:
+            raise failure
+
+    def _write_labels(
+        self, batch: list[tuple[int, str, Sequence[tuple[str, Any]]]]
+    ) -> dict[int, BaseException | None]:
+        """Write the queued label requests, one durable file per model; each ticket's outcome."""
+        outcomes: dict[int, BaseException | None] = {}
+        by_model: dict[str, list[tuple[int, Sequence[tuple[str, Any]]]]] = {}
+        for ticket, model, pairs in batch:
+            by_model.setdefault(model, []).append((ticket, pairs))
+        for model, requests in by_model.items():
+            outcome: BaseException | None = None
+            try:
+                pairs = [pair for _, request in requests for pair in request]
+                self.sink.write("labels", model, label_table(model, pairs, time.time()), durable=True)
+            except BaseException as exc:  # handed to every caller whose labels were in this write
+                outcome = exc
+            outcomes.update((ticket, outcome) for ticket, _ in requests)
+        return outcomes
+
+    # ------------------------------------------------------------------ writer
+    def _run(self) -> None:
+        interval = self.settings.flush_interval_s
+        next_expiry = 0.0
+        while not self._stopping:
+            self._wake.wait(interval)
+            self._wake.clear()
+            if self._stopping:
+                break
+            self.flush()
+            try:
+                self.sink.compact()
+                if time.monotonic() >= next_expiry:
+                    next_expiry = time.monotonic() + min(EXPIRE_EVERY_SECONDS, self.settings.rotate_seconds)
+                    self.sink.expire()
+            except Exception:
+                log.exception("prediction log maintenance (merging, expiry) failed; retrying later")
+
+    def flush(self) -> int:
+        """Write every row held now; the number of rows written (any thread)."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+            self._held = 0
+        if not pending:
+            return 0
+        groups: dict[tuple[str, int], list[Entry]] = {}
+        for entry in pending:
+            groups.setdefault((entry[0], entry[1]), []).append(entry)
+        written = 0
+        with self._write_lock:
+            for (model, version), entries in groups.items():
+                rows = sum(e[11] for e in entries)
+                try:
+                    table = prediction_table(entries, self.settings.sensitive.get(model))
+                    self.sink.write("predictions", model, table, version=version)
+                except Exception:
+                    with self._lock:
+                        self.dropped += rows
+                    log.exception("prediction log: could not write %d rows of %s version %d", rows, model, version)
+                    continue
+                written += rows
+                for listener in self._listeners:
+                    try:
+                        listener(model, version, table)
+                    except Exception:
+                        log.exception("a prediction-log listener failed on %s version %d", model, version)
+        self.written += written
+        return written

@@ -1,0 +1,477 @@
+"""The prediction log's writer and reader on real files and a real PostgreSQL database.
+
+Expected rows are rebuilt here from what was recorded (plain Python), never read back from the code under test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from shipyard.errors import InvalidInput, NotFound, StorageError
+from shipyard.monitoring.logs import PredictionLog, parse_since
+from shipyard.monitoring.predlog import PredictionLogger
+from shipyard.serving.settings import LogSettings
+
+NAMES = ["amount", "channel", "email"]
+TYPES = ["float64", "string", "string"]
+
+
+@pytest.fixture(params=["parquet", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """Logger settings and the matching reader arguments, for each backend."""
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        return {"settings": {"backend": "postgres", "postgres_url": url}, "reader": {"postgres_url": url}}
+    return {"settings": {}, "reader": {"root": tmp_path / "logs"}}
+
+
+@pytest.fixture
+def make_logger(tmp_path: Path) -> Iterator[Callable[..., PredictionLogger]]:
+    """A started logger under ``tmp_path/logs`` with the given settings; closed after the test."""
+    loggers: list[PredictionLogger] = []
+
+    def make(**settings: Any) -> PredictionLogger:
+        logger = PredictionLogger(LogSettings(**settings), home=tmp_path)
+        logger.start()
+        loggers.append(logger)
+        return logger
+
+    yield make
+    for logger in loggers:
+        logger.close()
+
+
+def sha(value: Any) -> str:
+    return hashlib.sha256(str(value).encode()).hexdigest()
+
+
+def parquet_files(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.parquet"))
+
+
+def is_segment(path: Path) -> bool:
+    """A merged file: ``<writer>.<stream>.<first>-<last>.parquet``."""
+    return "-" in path.name.split(".")[-2]
+
+
+# ---------------------------------------------------------------------- round trip
+REQUESTS: list[dict[str, Any]] = [
+    # one row as a record
+    {"rid": "a", "data": [{"amount": 1.5, "channel": "web", "email": "x@y"}], "pred": [1], "proba": [[0.2, 0.8]]},
+    # several rows as columns (ints for a float column are converted)
+    {
+        "rid": "b",
+        "data": {"amount": [2, 3.25], "channel": ["pos", "app"], "email": ["p@q", None]},
+        "pred": [0, 1],
+        "proba": [[0.9, 0.1], [0.4, 0.6]],
+    },
+    # rows of values, named by the signature
+    {
+        "rid": "c",
+        "data": [[4.0, "web", "m@n"], [5.0, "kiosk", "o@p"]],
+        "pred": [1, 0],
+        "proba": [[0.3, 0.7], [0.5, 0.5]],
+    },
+    # a frame, as the MLflow and V2 routes hand it over
+    {
+        "rid": "d",
+        "data": pd.DataFrame({"amount": [6.0], "channel": ["app"], "email": ["r@s"]}),
+        "pred": [0],
+        "proba": [[0.6, 0.4]],
+    },
+]
+
+
+def expected_rows() -> list[dict[str, Any]]:
+    rows = []
+    for request in REQUESTS:
+        data = request["data"]
+        if isinstance(data, pd.DataFrame):
+            records = data.to_dict("records")
+        elif isinstance(data, dict):
+            records = [dict(zip(data, values, strict=True)) for values in zip(*data.values(), strict=True)]
+        elif isinstance(data[0], dict):
+            records = data
+        else:
+            records = [dict(zip(NAMES, row, strict=True)) for row in data]
+        for i, record in enumerate(records):
+            rid = request["rid"] if len(records) == 1 else f"{request['rid']}/{i}"
+            rows.append(
+                {
+                    "request_id": rid,
+                    "prediction": request["pred"][i],
+                    "probabilities": request["proba"][i],
+                    "amount": float(record["amount"]),
+                    "channel": record["channel"],
+                    "email": record["email"],
+                }
+            )
+    return rows
+
+
+def record_all(logger: PredictionLogger, *, route: str = "native", version: int = 3) -> None:
+    for request in REQUESTS:
+        logger.record(
+            "fraud",
+            version,
+            route,
+            request["rid"],
+            request["data"],
+            NAMES,
+            np.array(request["pred"]),
+            np.array(request["proba"]),
+            0.004,
+            input_types=TYPES,
+        )
+
+
+def test_every_row_of_every_request_round_trips(
+    backend: dict[str, Any], make_logger: Callable[..., PredictionLogger]
+) -> None:
+    logger = make_logger(flush_interval_s=60.0, **backend["settings"])  # only close() writes
+    before = datetime.now(UTC)
+    record_all(logger)
+    logger.close()
+    assert logger.dropped == 0 and logger.written == 6
+
+    frame = PredictionLog(**backend["reader"]).predictions("fraud")
+    expected = expected_rows()
+    assert frame["request_id"].tolist() == [row["request_id"] for row in expected]
+    assert frame["prediction"].tolist() == [row["prediction"] for row in expected]
+    assert [list(p) for p in frame["probabilities"]] == [row["probabilities"] for row in expected]
+    assert frame["amount"].tolist() == [row["amount"] for row in expected]
+    assert frame["channel"].tolist() == [row["channel"] for row in expected]
+    assert [None if pd.isna(v) else v for v in frame["email"]] == [row["email"] for row in expected]
+    assert set(frame["model"]) == {"fraud"} and set(frame["version"]) == {3} and set(frame["route"]) == {"native"}
+    assert np.allclose(frame["latency_ms"], 4.0)
+    assert str(frame["ts"].dtype) == "datetime64[us, UTC]"
+    assert frame["ts"].between(before, datetime.now(UTC)).all()
+    assert PredictionLog(**backend["reader"]).models() == ["fraud"]
+
+
+def test_filters_since_until_last_version(
+    backend: dict[str, Any], make_logger: Callable[..., PredictionLogger]
+) -> None:
+    logger = make_logger(flush_interval_s=0.05, **backend["settings"])
+    logger.record("m", 1, "native", "early", [{"x": 1.0}], ["x"], np.array([0.5]), None, 0.001)
+    time.sleep(0.2)
+    middle = datetime.now(UTC)
+    time.sleep(0.05)
+    for i in range(5):
+        logger.record("m", 2, "v2", f"late{i}", [{"x": float(i)}], ["x"], np.array([float(i)]), None, 0.001)
+    logger.close()
+    log = PredictionLog(**backend["reader"])
+    assert log.predictions("m", since=middle)["request_id"].tolist() == [f"late{i}" for i in range(5)]
+    assert log.predictions("m", until=middle)["request_id"].tolist() == ["early"]
+    assert log.predictions("m", last=2)["request_id"].tolist() == ["late3", "late4"]
+    assert log.predictions("m", version=1)["request_id"].tolist() == ["early"]
+    assert log.predictions("m", since=datetime.now(UTC) + timedelta(hours=1)).empty
+    assert log.predictions("m")["probabilities"].isna().all()  # a regressor: no probabilities
+    with pytest.raises(InvalidInput, match="at least 1"):
+        log.predictions("m", last=0)
+
+
+# ---------------------------------------------------------------------- sensitive columns
+def test_sensitive_columns_are_hashed_or_dropped_before_writing(
+    backend: dict[str, Any], make_logger: Callable[..., PredictionLogger], tmp_path: Path
+) -> None:
+    logger = make_logger(sensitive={"fraud": {"email": "hash", "channel": "drop"}}, **backend["settings"])
+    record_all(logger)
+    logger.close()
+    frame = PredictionLog(**backend["reader"]).predictions("fraud")
+    expected = expected_rows()
+    assert "channel" not in frame.columns
+    assert [None if pd.isna(v) else v for v in frame["email"]] == [
+        None if row["email"] is None else sha(row["email"]) for row in expected
+    ]
+    assert frame["amount"].tolist() == [row["amount"] for row in expected]  # other columns as they were
+    if backend["settings"].get("backend") != "postgres":
+        for path in parquet_files(tmp_path / "logs"):  # nothing in clear anywhere on disk
+            raw = path.read_bytes()
+            assert b"x@y" not in raw and b"kiosk" not in raw
+            assert "channel" not in pq.read_schema(path).field("input").type.names
+
+
+# ---------------------------------------------------------------------- labels
+def test_labels_are_durable_and_the_newest_label_of_a_request_wins(
+    backend: dict[str, Any], make_logger: Callable[..., PredictionLogger]
+) -> None:
+    logger = make_logger(flush_interval_s=0.05, **backend["settings"])
+    record_all(logger)
+    logger.record_labels("fraud", [("a", 1), ("b/0", 0), ("c/1", 1)])
+    logger.record_labels("fraud", [("b/0", 1), ("unknown", 0)])  # a correction, and a label without prediction
+    log = PredictionLog(**backend["reader"])
+    # durable when record_labels returns: readable at once, before any flush or close
+    assert sorted(log.labels("fraud")["request_id"]) == ["a", "b/0", "b/0", "c/1", "unknown"]
+    logger.close()
+    joined = log.joined("fraud")
+    assert joined["request_id"].tolist() == ["a", "b/0", "c/1"]
+    assert joined["label"].tolist() == [1, 1, 1]
+    assert joined["prediction"].tolist() == [1, 0, 0]
+
+
+# ---------------------------------------------------------------------- SQL
+def test_query_runs_duckdb_sql_over_predictions_and_labels(
+    backend: dict[str, Any], make_logger: Callable[..., PredictionLogger]
+) -> None:
+    logger = make_logger(**backend["settings"])
+    record_all(logger)
+    logger.record_labels("fraud", [("a", 1), ("c/0", 0)])
+    logger.close()
+    log = PredictionLog(**backend["reader"])
+    table = log.query(
+        "fraud",
+        "select p.request_id, p.input.channel as channel, l.label from predictions p "
+        "join labels l using (request_id) order by 1",
+    )
+    assert table.to_pylist() == [
+        {"request_id": "a", "channel": "web", "label": 1},
+        {"request_id": "c/0", "channel": "web", "label": 0},
+    ]
+    counts = log.query("fraud", "select prediction, count(*) as n from predictions group by 1 order by 1")
+    assert counts.to_pylist() == [{"prediction": 0, "n": 3}, {"prediction": 1, "n": 3}]
+    future = log.query("fraud", "select count(*) as n from predictions", since=datetime.now(UTC) + timedelta(hours=1))
+    assert future.to_pylist() == [{"n": 0}]
+    with pytest.raises(InvalidInput, match="the SQL query failed"):
+        log.query("fraud", "select nope from predictions")
+    with pytest.raises(NotFound, match=r"'other'.*fraud"):
+        log.query("other", "select 1")
+
+
+def test_parse_since() -> None:
+    now = datetime(2026, 5, 1, 12, tzinfo=UTC)
+    assert parse_since("1h", now) == now - timedelta(hours=1)
+    assert parse_since("2d", now) == now - timedelta(days=2)
+    assert parse_since("2026-04-30T10:00", now) == datetime(2026, 4, 30, 10, tzinfo=UTC)
+    with pytest.raises(InvalidInput, match="30m, 1h"):
+        parse_since("yesterday", now)
+
+
+# ---------------------------------------------------------------------- writer behaviour
+def test_flushes_every_interval_and_listeners_get_every_table(make_logger: Callable[..., PredictionLogger]) -> None:
+    logger = make_logger(flush_interval_s=0.1)
+    seen: list[tuple[str, int, int]] = []
+    logger.add_listener(lambda model, version, table: seen.append((model, version, table.num_rows)))
+    logger.add_listener(lambda model, version, table: 1 / 0)  # a failing listener changes nothing
+    logger.record("m", 1, "native", "r1", [{"x": 1.0}, {"x": 2.0}], ["x"], np.array([0, 1]), None, 0.001)
+    logger.record("m", 2, "native", "r2", [{"x": 3.0}], ["x"], np.array([1]), None, 0.001)
+    deadline = time.monotonic() + 10
+    while len(seen) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sorted(seen) == [("m", 1, 2), ("m", 2, 1)]  # written without close()
+    assert len(PredictionLog(logger.root).predictions("m")) == 3
+
+
+def test_flush_rows_writes_before_the_interval(make_logger: Callable[..., PredictionLogger]) -> None:
+    logger = make_logger(flush_interval_s=3600.0, flush_rows=10)
+    for i in range(10):
+        logger.record("m", 1, "native", f"r{i}", [{"x": 1.0}], ["x"], np.array([0]), None, 0.001)
+    deadline = time.monotonic() + 10
+    while logger.written < 10 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(PredictionLog(logger.root).predictions("m")) == 10
+
+
+def test_a_full_buffer_drops_and_counts_rows(
+    make_logger: Callable[..., PredictionLogger], caplog: pytest.LogCaptureFixture
+) -> None:
+    logger = make_logger(flush_interval_s=3600.0, buffer_rows=10)
+    with caplog.at_level(logging.WARNING, logger="shipyard.monitoring"):
+        for i in range(8):
+            logger.record("m", 1, "native", f"r{i}", [{"x": 1.0}], ["x"], np.array([0]), None, 0.001)
+        logger.record("m", 1, "native", "big", [{"x": 1.0}] * 5, ["x"], np.zeros(5), None, 0.001)  # 13 > 10
+        logger.record("m", 1, "native", "r8", [{"x": 1.0}], ["x"], np.array([0]), None, 0.001)
+    assert logger.dropped == 5
+    assert any("dropped 5 rows" in record.getMessage() for record in caplog.records)
+    logger.close()
+    assert len(PredictionLog(logger.root).predictions("m")) == 9
+    logger.record("m", 1, "native", "after", [{"x": 1.0}], ["x"], np.array([0]), None, 0.001)
+    assert logger.dropped == 6  # after close nothing is held any more
+
+
+def test_tensor_inputs_and_string_predictions(make_logger: Callable[..., PredictionLogger]) -> None:
+    logger = make_logger()
+    rows = np.array([[0.5, 1.5], [2.5, 3.5]], dtype=np.float32)
+    logger.record("t", 1, "v2", "r", rows, ["f0", "f1"], np.array(["cat", "dog"]), None, 0.001)
+    logger.close()
+    frame = PredictionLog(logger.root).predictions("t")
+    assert frame[["f0", "f1"]].to_numpy().tolist() == rows.astype(float).tolist()
+    assert frame["prediction"].tolist() == ["cat", "dog"]
+
+
+# ---------------------------------------------------------------------- rotation and expiry
+def test_closed_periods_are_merged_into_one_segment(make_logger: Callable[..., PredictionLogger]) -> None:
+    logger = make_logger(flush_interval_s=0.05, rotate_seconds=0.5)
+    for i in range(6):  # several flush files in one period, two versions with different prediction types
+        logger.record("m", 1, "native", f"a{i}", [{"x": float(i)}], ["x"], np.array([i]), None, 0.001)
+        logger.record("m", 2, "native", f"b{i}", [{"x": float(i)}], ["x"], np.array([f"s{i}"]), None, 0.001)
+        time.sleep(0.07)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any("-" in p.name.split(".")[-2] for p in parquet_files(logger.root)):
+        time.sleep(0.05)
+    time.sleep(1.2)  # every period of those rows is closed and merged
+    files = [p.name for p in parquet_files(logger.root)]
+    segments = [name for name in files if "-" in name.split(".")[-2]]
+    assert segments and len(files) < 12, files
+    frame = PredictionLog(logger.root).predictions("m")
+    assert sorted(frame["request_id"]) == sorted([f"a{i}" for i in range(6)] + [f"b{i}" for i in range(6)])
+
+
+def test_a_merge_interrupted_before_deleting_its_parts_reads_every_row_once(
+    make_logger: Callable[..., PredictionLogger], tmp_path: Path
+) -> None:
+    logger = make_logger(flush_interval_s=3600.0, rotate_seconds=3600.0)
+    for i in range(4):
+        logger.record("m", 1, "native", f"r{i}", [{"x": float(i)}], ["x"], np.array([i]), None, 0.001)
+        logger.flush()
+    parts = parquet_files(logger.root)
+    assert len(parts) == 4
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    for part in parts:
+        shutil.copy2(part, saved / part.name)
+    logger.close()  # merges this writer's parts into one segment and deletes them
+    (segment,) = parquet_files(logger.root)
+    for part in parts:  # as if the process had died between the segment's rename and the deletes
+        shutil.copy2(saved / part.name, part)
+    log = PredictionLog(logger.root)
+    assert log.predictions("m")["request_id"].tolist() == ["r0", "r1", "r2", "r3"]
+    assert log.query("m", "select count(*) as n from predictions").to_pylist() == [{"n": 4}]
+    # the next writer's expiry pass deletes the covered parts
+    cleaner = make_logger(flush_interval_s=0.05, rotate_seconds=0.1)
+    deadline = time.monotonic() + 10
+    while len(parquet_files(logger.root)) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert parquet_files(logger.root) == [segment]
+    cleaner.close()
+
+
+def test_busy_streams_merge_early_and_nested_merges_read_every_row_once(
+    make_logger: Callable[..., PredictionLogger], tmp_path: Path
+) -> None:
+    from shipyard.monitoring._parquet import MERGE_PARTS
+
+    logger = make_logger(flush_interval_s=0.05, rotate_seconds=3600.0)
+    total = 2 * MERGE_PARTS + 50
+    for i in range(total):  # one file per flush: more than MERGE_PARTS twice over in one period
+        logger.record("m", 1, "native", f"r{i}", [{"x": float(i)}], ["x"], np.array([i]), None, 0.001)
+        logger.flush()
+    deadline = time.monotonic() + 30
+    while not any(map(is_segment, parquet_files(logger.root))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    before = []
+    for path in parquet_files(logger.root):  # early merges may still be running: take what is there
+        with contextlib.suppress(FileNotFoundError):
+            shutil.copy2(path, saved / path.name)
+            before.append(path)
+    assert any(map(is_segment, before)) and len(before) < total  # merged early, before the period closed
+    logger.close()  # the whole stream (early segments and the last parts) becomes one segment
+    (final,) = parquet_files(logger.root)
+    for path in before:  # as if the process had died before deleting what the final merge read
+        shutil.copy2(saved / path.name, path)
+    log = PredictionLog(logger.root)
+    assert log.predictions("m")["request_id"].tolist() == [f"r{i}" for i in range(total)]
+    cleaner = make_logger(flush_interval_s=0.05, rotate_seconds=0.1)
+    deadline = time.monotonic() + 10
+    while len(parquet_files(logger.root)) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert parquet_files(logger.root) == [final]
+    cleaner.close()
+
+
+def test_concurrent_labels_are_each_written_once(make_logger: Callable[..., PredictionLogger]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    logger = make_logger()
+    calls = [[(f"t{t}-{i}", i % 2) for i in range(3)] for t in range(64)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda pairs: logger.record_labels("m", pairs), calls))
+    labels = PredictionLog(logger.root).labels("m")  # durable: readable before close
+    expected = sorted((rid, label) for pairs in calls for rid, label in pairs)
+    assert sorted(zip(labels["request_id"], labels["label"], strict=True)) == expected
+    print(f"{len(calls)} label calls written as {len(parquet_files(logger.root))} files")
+
+
+def test_files_expire_by_age_then_by_size_oldest_first(make_logger: Callable[..., PredictionLogger]) -> None:
+    first = make_logger(flush_interval_s=3600.0, rotate_seconds=3600.0)
+    for i in range(6):
+        first.record("m", 1, "native", f"r{i}", [{"x": float(i)}], ["x"], np.array([i]), None, 0.001)
+        first.flush()
+    files = parquet_files(first.root)
+    assert len(files) == 6
+    now = time.time()
+    os.utime(files[0], (now - 3 * 3600, now - 3 * 3600))  # older than max_age_hours
+    for age, path in zip([50, 40, 30, 20, 10], files[1:], strict=True):
+        os.utime(path, (now - age, now - age))
+    size = files[1].stat().st_size
+    keep_bytes = sum(p.stat().st_size for p in files[3:]) + size // 2  # the three newest fit, not four
+    second = make_logger(flush_interval_s=0.05, rotate_seconds=0.1, max_age_hours=2.0, max_bytes=keep_bytes)
+    deadline = time.monotonic() + 10
+    while len(parquet_files(first.root)) > 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert parquet_files(first.root) == files[3:]
+    assert PredictionLog(first.root).predictions("m")["request_id"].tolist() == ["r3", "r4", "r5"]
+    second.close()
+
+
+def test_a_log_folder_that_cannot_be_made_fails_at_start(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    logger = PredictionLogger(LogSettings(path=blocker / "logs"), home=tmp_path)
+    with pytest.raises(StorageError, match=r"logging\.path"):
+        logger.start()
+
+
+# ---------------------------------------------------------------------- PostgreSQL specifics
+@pytest.mark.postgres
+def test_postgres_backend_creates_its_tables_and_needs_a_url(postgres_url: str, tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, inspect
+
+    with pytest.raises(ValueError, match="postgres_url"):
+        LogSettings(backend="postgres")
+    logger = PredictionLogger(LogSettings(backend="postgres", postgres_url=postgres_url), home=tmp_path)
+    logger.start()
+    logger.record("m", 1, "native", "r", [{"x": float("nan")}], ["x"], np.array([0.5]), None, 0.001)
+    logger.close()
+    engine = create_engine(postgres_url)
+    try:
+        assert {"shipyard_predictions", "shipyard_labels"} <= set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    frame = PredictionLog(postgres_url=postgres_url).predictions("m")
+    assert frame["request_id"].tolist() == ["r"] and frame["x"].isna().all()  # NaN is stored as null
+    assert not (tmp_path / "logs").exists()
+
+
+def test_arrow_types_of_a_parquet_file(make_logger: Callable[..., PredictionLogger]) -> None:
+    logger = make_logger()
+    record_all(logger)
+    logger.close()
+    (path,) = parquet_files(logger.root)
+    schema = pq.read_schema(path)
+    assert schema.field("ts").type == pa.timestamp("us", tz="UTC")
+    assert schema.field("version").type == pa.int32()
+    assert schema.field("probabilities").type == pa.list_(pa.float64())
+    assert schema.field("input").type == pa.struct(
+        [("amount", pa.float64()), ("channel", pa.string()), ("email", pa.string())]
+    )
+    assert path.parent.name == datetime.now(UTC).strftime("%Y-%m-%d")
+    assert path.parent.parent == logger.root / "predictions" / "fraud"
+    assert f"-{os.getpid()}." in path.name
