@@ -43,11 +43,15 @@ class PredictResult:
 
 @dataclass(frozen=True)
 class FeedbackResult:
-    """A feedback answer: events stored (durably, before the answer) and their offsets in the model's stream."""
+    """A feedback answer: labels stored (durably, before the answer).
+
+    ``first_offset`` and ``last_offset`` are the events' offsets in the stream of an online model; they are
+    ``None`` for a model that does not learn online (its labels only join its logged predictions).
+    """
 
     accepted: int
-    first_offset: int
-    last_offset: int
+    first_offset: int | None
+    last_offset: int | None
     request_id: str
 
 
@@ -153,7 +157,9 @@ class Client:
         rows: Any = None,
         labels: Sequence[Any] | None = None,
     ) -> FeedbackResult:
-        """Send true labels to an online model; returns once the server has stored them.
+        """Send true labels to a served model; returns once the server has stored them.
+
+        An online model learns from them; for any model they join its logged predictions (live accuracy).
 
         Either ``request_id`` and ``label`` (the label of one earlier prediction, by the ``request_id`` of
         its answer), ``labels`` alone as ``(request_id, label)`` pairs, or ``rows`` with one label per row in
@@ -185,8 +191,8 @@ class Client:
         data = self._call("POST", f"/v1/models/{model}/feedback", body)
         return FeedbackResult(
             accepted=int(data["accepted"]),
-            first_offset=int(data["first_offset"]),
-            last_offset=int(data["last_offset"]),
+            first_offset=None if data.get("first_offset") is None else int(data["first_offset"]),
+            last_offset=None if data.get("last_offset") is None else int(data["last_offset"]),
             request_id=data.get("request_id", ""),
         )
 

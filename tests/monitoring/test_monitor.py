@@ -25,6 +25,7 @@ from tests.monitoring.conftest import (
     Monitored,
     Webhook,
     frame,
+    pipeline,
     records,
     serve_config,
     truth,
@@ -233,3 +234,39 @@ def test_rows_the_log_drops_are_counted_in_metrics(monitored: Monitored, start_s
     server.stop()
     logged = len(monitored.log().predictions(MODEL))
     assert logged == 20  # written at shutdown: nothing lost but what was counted
+
+
+def test_columns_hashed_in_the_log_are_not_checked_for_drift(
+    home: Any, tmp_path: Any, webhook: Webhook, start_server: Any
+) -> None:
+    import yaml
+
+    X = frame(4000, seed=0)
+    shipyard.register(pipeline(X, truth(X, seed=0)), MODEL, X=X, y=truth(X, seed=0))
+    shipyard.set_alias(MODEL, "production", 1)
+    config = tmp_path / "serve.yaml"
+    logging = {"flush_interval_s": 0.2, "sensitive": {MODEL: {"channel": "hash"}}}
+    monitoring = {"interval_s": INTERVAL_S, "window_rows": WINDOW_ROWS, "webhook_url": webhook.url}
+    config.write_text(yaml.safe_dump({"logging": logging, "monitoring": monitoring}))
+    server = start_server(MODEL, "--config", str(config))
+    monitored = Monitored(None, X, server, home)
+    monitored.send(frame(WINDOW_ROWS, seed=5), rows=250)  # the training distribution: nothing drifts
+    monitored.wait_logged(WINDOW_ROWS)
+    logged = monitored.log().predictions(MODEL)["channel"]
+    assert logged.str.fullmatch("[0-9a-f]{64}").all()  # hashed: no value can match the reference's categories
+
+    result = run(home, "monitor", MODEL, "--last", str(WINDOW_ROWS), "--config", str(config), "--json").ok()
+    report = json.loads(result.out)
+    assert "channel" not in {d["feature"] for d in report["drift"]} and report["alerts"] == []
+    assert drift_of(report, "amount")["verdict"] in ("ok", "warn")
+    # without the deployment's config the hashed column would be compared, and would alert
+    unaware = json.loads(run(home, "monitor", MODEL, "--last", str(WINDOW_ROWS), "--json").failed(1).out)
+    assert drift_of(unaware, "channel")["verdict"] == "alert"
+
+    wait_until(
+        lambda: monitored.metric("shipyard_feature_drift_psi", model=MODEL, version="1", feature="amount") is not None,
+        what="the server's drift gauges",
+    )
+    assert monitored.metric("shipyard_feature_drift_psi", model=MODEL, version="1", feature="channel") is None
+    time.sleep(3 * INTERVAL_S)
+    assert webhook.posts == []

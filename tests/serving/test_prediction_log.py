@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from tests.serving.test_feedback import online_model, stream  # noqa: F401  (the fixture: an online model)
 
+from shipyard.client import Client
 from shipyard.monitoring.logs import PredictionLog
 
 COLUMNS = ["amount", "hour", "channel", "is_foreign"]
@@ -95,8 +96,9 @@ def test_feedback_labels_join_logged_predictions_by_request_id(
     assert accepted.status_code == 202 and accepted.json()["accepted"] == 1
     labels = [{"request_id": f"{three}/0", "label": 0}, {"request_id": f"{three}/2", "label": 1}]
     assert http.post("/v1/models/fraud/feedback", json={"labels": labels}).status_code == 202
-    correction = http.post("/v1/models/fraud/feedback", json={"request_id": f"{three}/0", "label": 1})
-    assert correction.status_code == 202
+    with Client(server.url) as client:  # the Python client, for a model that keeps no offsets
+        correction = client.feedback("fraud", request_id=f"{three}/0", label=1)
+    assert (correction.accepted, correction.first_offset, correction.last_offset) == (1, None, None)
     # rows with labels cannot be joined with anything for a model that does not learn online
     rows = http.post("/v1/models/fraud/feedback", json={"instances": rows_of(X.iloc[:1]), "labels": [1]})
     assert rows.status_code == 400 and "request_id" in rows.json()["error"]

@@ -12,7 +12,7 @@ model, label``).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -80,7 +80,16 @@ class PredictionLog:
     []
     """
 
-    def __init__(self, root: Path | None = None, *, postgres_url: str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path | None = None,
+        *,
+        postgres_url: str | None = None,
+        sensitive: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        self.sensitive: dict[str, dict[str, str]] = {m: dict(c) for m, c in (sensitive or {}).items()}
+        """The deployment's sensitive columns, ``{model: {column: "hash" | "drop"}}``: not comparable with a
+        reference profile (a hashed value never matches a training value), so drift skips them."""
         if root is None and postgres_url is None:
             from shipyard.config import Settings
 
@@ -95,13 +104,24 @@ class PredictionLog:
         section: dict[str, Any] = {}
         if serve_config is not None:
             section = _logging_section(serve_config)
+        sensitive = section.get("sensitive") or {}
+        if not isinstance(sensitive, dict) or not all(isinstance(c, dict) for c in sensitive.values()):
+            raise InvalidInput(f"{serve_config}: logging.sensitive must map models to {{column: hash|drop}}")
         if section.get("backend", "parquet") == "postgres":
             url = section.get("postgres_url")
             if not isinstance(url, str) or not url:
                 raise InvalidInput(f"{serve_config}: logging.backend is postgres but logging.postgres_url is not set")
-            return cls(postgres_url=url)
+            return cls(postgres_url=url, sensitive=sensitive)
         path = section.get("path")
-        return cls(Path(path) if path else settings.resolved_home() / "logs")
+        return cls(Path(path) if path else settings.resolved_home() / "logs", sensitive=sensitive)
+
+    def unmonitored(self, model: str) -> set[str]:
+        """Input columns of ``model`` that are hashed or dropped in the log, so not checked for drift.
+
+        >>> PredictionLog(pathlib.Path("."), sensitive={"fraud": {"email": "hash"}}).unmonitored("fraud")
+        {'email'}
+        """
+        return set(self.sensitive.get(model, {}))
 
     def __repr__(self) -> str:
         where = self.root if self.root is not None else "postgresql"

@@ -7,7 +7,7 @@ stored with the version at registration; :func:`timeseries` buckets the same log
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
@@ -174,9 +174,12 @@ def drift_alerts(drift: Sequence[FeatureDrift], thresholds: DriftThresholds) -> 
     return sentences
 
 
-def drift_frame(frame: pd.DataFrame, profile: dict[str, Any]) -> pd.DataFrame:
-    """The columns :func:`~shipyard.evaluation.drift.drift_report` reads: the features, prediction, probabilities."""
-    columns = [c for c in profile.get("features", {}) if c in frame.columns]
+def drift_frame(frame: pd.DataFrame, profile: dict[str, Any], skip: Collection[str] = ()) -> pd.DataFrame:
+    """The columns :func:`~shipyard.evaluation.drift.drift_report` reads: the features, prediction, probabilities.
+
+    Features in ``skip`` (hashed or dropped in the log: see :meth:`PredictionLog.unmonitored`) are left out.
+    """
+    columns = [c for c in profile.get("features", {}) if c in frame.columns and c not in skip]
     columns += [c for c in ("prediction", "probabilities") if c in frame.columns]
     return frame[columns]
 
@@ -226,7 +229,7 @@ def monitor(
             "to store a reference profile"
         )
     live = frame[frame["version"] == checked]
-    drift = drift_report(profile, drift_frame(live, profile), thresholds)
+    drift = drift_report(profile, drift_frame(live, profile, log.unmonitored(name)), thresholds)
     joined = log.joined(name, since=since, last=last, version=version)
     accuracy: list[dict[str, Any]] = []
     if not joined.empty:

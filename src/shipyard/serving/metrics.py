@@ -167,6 +167,19 @@ class ServerMetrics:
             registry=self.registry,
             multiprocess_mode="mostrecent",
         )
+        self.shadow_dropped = Counter(
+            "shipyard_shadow_dropped",
+            "Copies of answered requests dropped because a model's shadow (or canary comparison) queue was full.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.deployment_revision = Gauge(
+            "shipyard_deployment_revision",
+            "The registry deployment revision this server routes a model by (0: none, the alias is followed).",
+            ["model"],
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
         self._request_children: dict[tuple[str, str, str, str], tuple[Any, Any, Any]] = {}
         self._log_dropped_seen = 0
         self._resources_lock = threading.Lock()
@@ -290,7 +303,11 @@ def live_monitor(
         ),
         webhook_url=config.webhook_url,
         accuracy_alert_below=config.accuracy_alert_below,
-        log=PredictionLog(logger.root) if not postgres else PredictionLog(postgres_url=settings.logging.postgres_url),
+        log=PredictionLog(
+            None if postgres else logger.root,
+            postgres_url=settings.logging.postgres_url if postgres else None,
+            sensitive=settings.logging.sensitive,
+        ),
         gauges=metrics,
         on_tick=metrics.observe_resources,
         crossings=shared,

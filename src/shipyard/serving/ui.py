@@ -99,12 +99,13 @@ class Dashboard:
 
             logging = self.settings.logging
             writer = self.dataplane.prediction_log
+            sensitive = logging.sensitive
             if logging.backend == "postgres":
-                self._log = PredictionLog(postgres_url=logging.postgres_url)
+                self._log = PredictionLog(postgres_url=logging.postgres_url, sensitive=sensitive)
             elif writer is not None:
-                self._log = PredictionLog(writer.root)
+                self._log = PredictionLog(writer.root, sensitive=sensitive)
             else:
-                self._log = PredictionLog(log_root(logging, Settings().resolved_home()))
+                self._log = PredictionLog(log_root(logging, Settings().resolved_home()), sensitive=sensitive)
         return self._log
 
     async def cached(self, key: tuple[Any, ...], compute: Any) -> Any:
