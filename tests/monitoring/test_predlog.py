@@ -475,3 +475,23 @@ def test_arrow_types_of_a_parquet_file(make_logger: Callable[..., PredictionLogg
     assert path.parent.name == datetime.now(UTC).strftime("%Y-%m-%d")
     assert path.parent.parent == logger.root / "predictions" / "fraud"
     assert f"-{os.getpid()}." in path.name
+
+
+def test_readers_leave_out_shadow_rows_and_inputs_when_asked(
+    make_logger: Callable[..., PredictionLogger], backend: dict[str, Any]
+) -> None:
+    logger = make_logger(**backend["settings"])
+    row = [{"amount": 1.5, "channel": "web", "email": "x@y"}]
+    logger.record("fraud", 1, "native", "r1", row, NAMES, np.array([1]), np.array([[0.2, 0.8]]), 0.001)
+    logger.record("fraud", 2, "shadow", "r1", row, NAMES, np.array([0]), np.array([[0.6, 0.4]]), 0.002)
+    logger.record("fraud", 1, "v2", "r2", row, NAMES, np.array([0]), np.array([[0.9, 0.1]]), 0.001)
+    logger.close()
+    log = PredictionLog(**backend["reader"])
+    everything = log.predictions("fraud")
+    assert sorted(zip(everything["request_id"], everything["route"], strict=True)) == [
+        ("r1", "native"), ("r1", "shadow"), ("r2", "v2"),
+    ]  # fmt: skip
+    served = log.predictions("fraud", shadow=False)
+    assert served["route"].tolist() == ["native", "v2"] and served["amount"].tolist() == [1.5, 1.5]
+    bare = log.predictions("fraud", inputs=False, shadow=False)
+    assert "amount" not in bare.columns and bare["request_id"].tolist() == ["r1", "r2"]

@@ -241,7 +241,7 @@ class LiveMonitor:
             try:  # only the files of the windows' days are read; nothing more without labels
                 if self.log.labels(model, since=since).empty:
                     continue
-                joined = self.log.joined(model, since=since, last=self.window_rows)
+                joined = self.log.joined(model, since=since, last=self.window_rows, inputs=False)
             except Exception:
                 log.exception("%s: reading the prediction log for live accuracy failed", model)
                 continue

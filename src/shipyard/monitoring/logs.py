@@ -149,19 +149,25 @@ class PredictionLog:
         until: dt.datetime | None = None,
         last: int | None = None,
         version: int | None = None,
+        inputs: bool = True,
+        shadow: bool = True,
     ) -> pd.DataFrame:
         """Logged predictions of ``model`` sorted by time, one column per input feature after the base columns.
 
         ``last`` keeps the newest rows (after the other filters); an empty frame when nothing matches.
+        ``inputs=False`` reads the base columns only (much less to read); ``shadow=False`` leaves out the
+        predictions of shadow versions (route ``shadow``), which no caller received.
         """
         since, until = _utc(since), _utc(until)
         if last is not None and last < 1:
             raise InvalidInput(f"last must be at least 1, got {last}")
         where, params = _filters(since, until, version)
+        if not shadow:
+            where = f"{where} AND route <> 'shadow'" if where else " WHERE route <> 'shadow'"
 
         def run(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
             columns = {row[0] for row in con.execute("DESCRIBE predictions").fetchall()}
-            select = ", ".join(BASE_COLUMNS) + (", UNNEST(input)" if "input" in columns else "")
+            select = ", ".join(BASE_COLUMNS) + (", UNNEST(input)" if inputs and "input" in columns else "")
             sql = f"SELECT {select} FROM predictions{where} ORDER BY ts DESC, request_id DESC"
             if last is not None:
                 sql += f" LIMIT {int(last)}"
@@ -185,9 +191,16 @@ class PredictionLog:
         until: dt.datetime | None = None,
         last: int | None = None,
         version: int | None = None,
+        inputs: bool = True,
+        shadow: bool = True,
     ) -> pd.DataFrame:
-        """Predictions that have a label, with a ``label`` column (the newest label of each request id wins)."""
-        predictions = self.predictions(model, since=since, until=until, last=last, version=version)
+        """Predictions that have a label, with a ``label`` column (the newest label of each request id wins).
+
+        ``inputs`` and ``shadow`` as for :meth:`predictions`.
+        """
+        predictions = self.predictions(
+            model, since=since, until=until, last=last, version=version, inputs=inputs, shadow=shadow
+        )
         labels = self.labels(model, since=since)
         newest = labels.drop_duplicates("request_id", keep="last")[["request_id", "label"]]
         return (

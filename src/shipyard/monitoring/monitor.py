@@ -213,7 +213,7 @@ def monitor(
         service.resolve(ModelRef(name, version=version))  # VersionNotFound
     since = datetime.now(UTC) - window if window is not None else None
     described = describe_window(window, last)
-    frame = log.predictions(name, since=since, last=last, version=version)
+    frame = log.predictions(name, since=since, last=last, version=version, shadow=False)
     if frame.empty:
         which = f"{name}:{version}" if version is not None else name
         raise NoPredictions(
@@ -230,7 +230,7 @@ def monitor(
         )
     live = frame[frame["version"] == checked]
     drift = drift_report(profile, drift_frame(live, profile, log.unmonitored(name)), thresholds)
-    joined = log.joined(name, since=since, last=last, version=version)
+    joined = log.joined(name, since=since, last=last, version=version, inputs=False, shadow=False)
     accuracy: list[dict[str, Any]] = []
     if not joined.empty:
         task = task_of(profile, live["prediction"])
@@ -270,7 +270,7 @@ def timeseries(
         pd.tseries.frequencies.to_offset(every)
     except ValueError:
         raise InvalidInput(f"every must be a pandas offset such as 1min, 10min or 1h, got {every!r}") from None
-    frame = log.predictions(name, since=since)
+    frame = log.predictions(name, since=since, inputs=False, shadow=False)
     series: dict[str, Any] = {"traffic": [], "latency": [], "accuracy": []}
     if frame.empty:
         return series
@@ -286,7 +286,7 @@ def timeseries(
         series["latency"].append(
             {"t": t.isoformat(), "version": int(v), **{k: summary[k] for k in ("p50_ms", "p95_ms", "p99_ms")}}
         )
-    joined = log.joined(name, since=since)
+    joined = log.joined(name, since=since, inputs=False, shadow=False)
     if not joined.empty:
         probabilities = frame["probabilities"] if "probabilities" in frame.columns else None
         has_proba = probabilities is not None and bool(probabilities.notna().any())
