@@ -118,7 +118,7 @@ class PredictionLog:
     def unmonitored(self, model: str) -> set[str]:
         """Input columns of ``model`` that are hashed or dropped in the log, so not checked for drift.
 
-        >>> PredictionLog(pathlib.Path("."), sensitive={"fraud": {"email": "hash"}}).unmonitored("fraud")
+        >>> PredictionLog(Path("."), sensitive={"fraud": {"email": "hash"}}).unmonitored("fraud")
         {'email'}
         """
         return set(self.sensitive.get(model, {}))
