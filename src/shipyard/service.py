@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import math
 import platform
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -18,19 +20,22 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection
 
-from shipyard.errors import InvalidInput, UntrustedArtifact
+from shipyard.errors import AliasNotFound, Conflict, InvalidInput, UntrustedArtifact
 from shipyard.flavors import Flavor, FlavorCatalog
 from shipyard.flavors.base import Dumped, LoadedModel
 from shipyard.registry import (
     AliasMove,
     ArtifactStore,
+    DeploymentState,
     MetadataStore,
     ModelVersion,
     NewVersion,
     RegisteredModel,
     sha256_hex,
 )
+from shipyard.registry.deployments import DeploymentStore, last_alias_move, rollback_target
 from shipyard.registry.keys import ApiKey, KeyStore
+from shipyard.rollouts.spec import DeploymentSpec, RolloutCounters
 from shipyard.scoring import Model
 from shipyard.signature import Signature
 from shipyard.types import DEFAULT_ALIAS, MAX_VERSION, ModelRef, validate_name
@@ -68,6 +73,7 @@ class ModelService:
         self.user = user
         self.trusted_types = tuple(trusted_types)
         self.keys = KeyStore(store)
+        self.deployments = DeploymentStore(store)
 
     # ------------------------------------------------------------------ registering
     def register(
@@ -265,6 +271,172 @@ class ModelService:
         if alias is not None:
             validate_name(alias, "alias")
         return self.store.alias_history(validate_name(name, "model"), alias)
+
+    # ------------------------------------------------------------------ deployments (rollouts)
+    def deploy(
+        self,
+        name: str,
+        spec: DeploymentSpec,
+        *,
+        action: str = "deploy",
+        reason: str = "",
+        expected_revision: int | None = None,
+    ) -> DeploymentState:
+        """Make ``spec`` the deployment of ``name`` (a new revision, recorded in its history with the actor).
+
+        Every version the spec needs must exist (:class:`VersionNotFound` names the first missing one). A
+        canary without an incumbent, or a shadow without a primary, takes the version served now: the
+        current deployment's primary, else the ``production`` alias. The current row and the history row
+        are written in one transaction; with ``expected_revision`` (0 = none yet) a different current
+        revision raises :class:`Conflict` and nothing is written.
+        """
+        validate_name(name, "model")
+        if not isinstance(spec, DeploymentSpec):
+            raise InvalidInput(f"a deployment is a DeploymentSpec, got {type(spec).__name__}")
+
+        def resolve(conn: Connection, model_row: Any, current: DeploymentState | None) -> dict[str, Any]:
+            resolved = spec
+            if not resolved.is_resolved:
+                resolved = resolved.resolved(self._served_now(conn, model_row, current))
+            if resolved.kind == "canary" and resolved.status == "running" and resolved.step_started_at is None:
+                resolved = replace(resolved, step_started_at=time.time())
+            for version in resolved.versions():
+                self.store._version(conn, model_row, version)  # VersionNotFound names it
+            if resolved.kind == "alias" and resolved.alias != DEFAULT_ALIAS:
+                known = self.store._aliases(conn, model_row["id"])
+                if resolved.alias not in known:
+                    raise AliasNotFound(name, str(resolved.alias), sorted(known))
+            return resolved.to_json()
+
+        return self.deployments.write(
+            name, resolve, action=action, reason=reason, actor=self.user, expected_revision=expected_revision
+        )
+
+    def served_version(self, name: str) -> int:
+        """The version ``name`` serves now, as a canary or shadow deployment would start from it: the current
+        deployment's primary, else the version of the alias it follows (``production``). :class:`Conflict`
+        when there is neither."""
+        validate_name(name, "model")
+        with self.store._read() as conn:
+            model_row = self.store._model_row(conn, name)
+            return self._served_now(conn, model_row, self.deployments._current(conn, model_row))
+
+    def _served_now(self, conn: Connection, model_row: Any, current: DeploymentState | None) -> int:
+        spec = current.deployment_spec() if current is not None else None
+        if spec is not None and spec.kind != "alias" and spec.primary is not None:
+            return spec.primary
+        alias = str(spec.alias) if spec is not None and spec.alias else DEFAULT_ALIAS
+        known = self.store._aliases(conn, model_row["id"])
+        if alias in known:
+            return known[alias]
+        name = model_row["name"]
+        raise Conflict(
+            f"model {name!r} has no deployment and no {alias!r} alias, so no version is served now to start from; "
+            f"name it (canary: --incumbent VERSION; shadow: --version VERSION) or set the alias first with "
+            f"'shipyard alias set {name} {alias} VERSION'"
+        )
+
+    def deployment(self, name: str) -> DeploymentState | None:
+        """The running revision of ``name``'s deployment (``None`` if it never had one; ``spec`` ``None``
+        once rolled back to "no deployment")."""
+        return self.deployments.current(validate_name(name, "model"))
+
+    def deployment_history(self, name: str) -> list[DeploymentState]:
+        """Every revision of ``name``'s deployment, oldest first: who, when, action, spec and reason."""
+        return self.deployments.history(validate_name(name, "model"))
+
+    def deployment_revisions(self) -> dict[str, int]:
+        """Model name -> deployment revision, for every model with one (cheap: servers poll it)."""
+        return self.deployments.revisions()
+
+    def rollback_deployment(self, name: str) -> DeploymentState:
+        """Restore the deployment state before the last change (action ``rollback``); repeated calls go further.
+
+        Automatic canary changes are part of the canary's change, so the state restored is the one before the
+        canary started. Rolling back a promoted canary also moves ``production`` back, when its last move was
+        the promotion. :class:`Conflict` when there is nothing to go back to.
+        """
+        validate_name(name, "model")
+        undo_promotion: list[tuple[str, int]] = []
+
+        def resolve(conn: Connection, model_row: Any, current: DeploymentState | None) -> dict[str, Any] | None:
+            history = self.deployments._history(conn, model_row)
+            found, target = rollback_target(history)
+            if not found:
+                where = "it has no deployment history" if not history else "its history is used up"
+                raise Conflict(
+                    f"the deployment of {name!r} has no earlier state to go back to ({where}); "
+                    f"deploy one with 'shipyard deploy {name} --version N'"
+                )
+            if current is not None and current.action == "canary-promote" and len(history) >= 2:
+                before = history[-2].deployment_spec()
+                if before is not None and before.canary is not None:
+                    undo_promotion.append((DEFAULT_ALIAS, before.canary.candidate))
+            spec = None if target is None else target.spec
+            restored = DeploymentSpec.from_json(spec) if spec is not None else None
+            if restored is not None and restored.kind == "canary" and restored.status == "running":
+                return restored.at_step(restored.step, started_at=time.time()).to_json()
+            return spec
+
+        def then(conn: Connection, model_row: Any, current: Any, spec: Any) -> None:
+            for alias, candidate in undo_promotion:
+                last = last_alias_move(conn, model_row["id"], alias)
+                promoted = last is not None and last["action"] == "canary-promote" and last["to_version"] == candidate
+                if promoted and last is not None and last["from_version"] is not None:
+                    self.store.point_alias(conn, name, alias, last["from_version"], self.user, action="rollback")
+
+        return self.deployments.write(name, resolve, action="rollback", reason="", actor=self.user, then=then)
+
+    def promote_canary(self, name: str, state: DeploymentState, reason: str) -> DeploymentState:
+        """End the canary of ``state`` by promotion, in one transaction: ``production`` moves to the candidate
+        and the deployment becomes "follow production" (action ``canary-promote``). :class:`Conflict` if the
+        deployment changed since ``state``."""
+        validate_name(name, "model")
+        spec = state.deployment_spec()
+        if spec is None or spec.kind != "canary" or spec.canary is None:
+            raise Conflict(f"the deployment of {name!r} at revision {state.revision} is not a canary")
+        candidate = spec.canary.candidate
+
+        def resolve(conn: Connection, model_row: Any, current: DeploymentState | None) -> dict[str, Any]:
+            self.store._version(conn, model_row, candidate)
+            return DeploymentSpec(kind="alias", alias=DEFAULT_ALIAS, reason=reason).to_json()
+
+        def then(conn: Connection, model_row: Any, current: Any, new: Any) -> None:
+            self.store.point_alias(conn, name, DEFAULT_ALIAS, candidate, self.user, action="canary-promote")
+
+        return self.deployments.write(
+            name, resolve, action="canary-promote", reason=reason, actor=self.user,
+            expected_revision=state.revision, then=then,
+        )
+
+    def record_rollout_stats(
+        self, name: str, revision: int, replica: str, counters: Mapping[int, RolloutCounters]
+    ) -> None:
+        """Upsert one replica's cumulative counters per version for deployment ``revision`` of ``name``."""
+        self.deployments.record_stats(validate_name(name, "model"), int(revision), str(replica), dict(counters))
+
+    def rollout_stats(self, name: str, revision: int) -> dict[int, RolloutCounters]:
+        """The counters of deployment ``revision`` of ``name`` per version, summed over every replica."""
+        total: dict[int, RolloutCounters] = {}
+        for row in self.deployments.stats(validate_name(name, "model"), int(revision)):
+            counters = RolloutCounters(
+                requests=int(row["requests"]),
+                errors=int(row["errors"]),
+                agree=int(row["agree"]),
+                compared=int(row["compared"]),
+                latency_buckets=[int(n) for n in row["latency_buckets"]],
+            )
+            version = int(row["version"])
+            total[version] = total[version] + counters if version in total else counters
+        return dict(sorted(total.items()))
+
+    def acquire_rollout_lease(self, name: str, holder: str, seconds: float) -> bool:
+        """Take or renew ``name``'s rollout lease (one canary controller per model); False if held by another."""
+        return self.deployments.acquire_lease(validate_name(name, "model"), holder, seconds)
+
+    def release_rollout_lease(self, name: str, holder: str) -> None:
+        """Give up ``name``'s rollout lease if ``holder`` has it."""
+        self.deployments.release_lease(validate_name(name, "model"), holder)
 
     # ------------------------------------------------------------------ API keys
     def create_key(self, name: str, scopes: Sequence[str]) -> tuple[ApiKey, str]:

@@ -16,7 +16,7 @@ def test_migrated_schema_matches_the_tables_the_code_uses(backend: str, home: Pa
     assert service.list_models() == []  # first use runs the migrations
     with service.store._engine.connect() as conn:
         context = MigrationContext.configure(conn)
-        assert context.get_current_revision() == "0005"
+        assert context.get_current_revision() == "0006"
         differences = compare_metadata(context, metadata)
     assert differences == []
     service.store.close()
@@ -101,4 +101,26 @@ def test_a_database_at_0003_upgrades_to_0004_and_back(backend: str, home: Path) 
             move(config, target)
         with engine.connect() as conn:
             assert (online <= set(inspect(conn).get_table_names())) == (target == "0004")
+    engine.dispose()
+
+
+def test_a_database_at_0005_upgrades_to_0006_and_back(backend: str, home: Path) -> None:
+    """Rollouts (0006) add their three tables to an existing registry, and the downgrade removes them."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import inspect
+
+    from shipyard.config import Settings
+    from shipyard.registry.store import _make_engine
+
+    engine = _make_engine(Settings().resolved_registry_url())
+    config = Config()
+    config.set_main_option("script_location", "shipyard.registry:migrations")
+    rollouts = {"deployments", "deployment_history", "rollout_stats"}
+    for move, target in ((command.upgrade, "0005"), (command.upgrade, "0006"), (command.downgrade, "0005")):
+        with engine.connect().execution_options(shipyard_write=True) as conn, conn.begin():
+            config.attributes["connection"] = conn
+            move(config, target)
+        with engine.connect() as conn:
+            assert (rollouts <= set(inspect(conn).get_table_names())) == (target == "0006")
     engine.dispose()

@@ -97,9 +97,24 @@ def history(
 def rollback(
     name: NameArg,
     alias: Annotated[
-        str, typer.Option("--alias", "-a", metavar="ALIAS", help="The alias to move back.")
-    ] = "production",
+        str | None,
+        typer.Option(
+            "--alias", "-a", metavar="ALIAS",
+            help="Move this alias back instead (default: the deployment if NAME has one, else production).",
+        ),
+    ] = None,
 ) -> None:
-    """Move an alias of NAME back to the version it pointed to before its last move."""
-    move = get_service().rollback(name, alias)
+    """Undo the last change of NAME: its deployment (see 'shipyard deploy') or, without one, its production alias.
+
+    A deployment goes back to its state before the last change (a canary's automatic steps count as part of
+    it); an alias goes back to the version it pointed to before its last move. Repeat to go further back.
+    """
+    service = get_service()
+    if alias is None:
+        from shipyard.cli.deploy import rollback_deployment
+
+        if rollback_deployment(service, name):
+            return
+        alias = "production"
+    move = service.rollback(name, alias)
     say(describe_move(move))

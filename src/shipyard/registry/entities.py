@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shipyard.rollouts.spec import DeploymentSpec
 
 
 @dataclass(frozen=True)
@@ -94,3 +97,39 @@ class NewVersion:
     parent_version: int | None = None
     lineage: dict[str, Any] = field(default_factory=dict)
     profile: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    """One revision of a model's deployment: the spec, and who changed it, when, how and why.
+
+    ``spec`` is :meth:`shipyard.rollouts.DeploymentSpec.to_json` output, or ``None`` for "no deployment"
+    (requests follow the served alias, as before any deployment). ``action`` is one of ``deploy``,
+    ``apply``, ``rollback``, ``canary-step``, ``canary-promote``, ``canary-rollback``, ``remove``.
+    """
+
+    model: str
+    revision: int
+    spec: dict[str, Any] | None
+    action: str
+    reason: str
+    actor: str
+    at: datetime
+
+    def deployment_spec(self) -> DeploymentSpec | None:
+        """The spec as a :class:`~shipyard.rollouts.DeploymentSpec` (``None`` for no deployment).
+
+        >>> from datetime import UTC
+        >>> state = DeploymentState("fraud", 1, {"kind": "pin", "variants": [{"version": 4, "weight": 100}]},
+        ...                         "deploy", "", "ann", datetime.now(UTC))
+        >>> state.deployment_spec().describe()
+        'pinned to version 4'
+        """
+        from shipyard.rollouts.spec import DeploymentSpec
+
+        return None if self.spec is None else DeploymentSpec.from_json(self.spec)
+
+    def describe(self) -> str:
+        """The spec in one line (``'no deployment: follows alias production'`` without one)."""
+        spec = self.deployment_spec()
+        return "no deployment: follows alias production" if spec is None else spec.describe()

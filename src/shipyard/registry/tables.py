@@ -181,3 +181,47 @@ online_alerts = Table(
     Column("at", DateTime(timezone=True), nullable=False),
     Index("ix_online_alerts_model_id", "model_id", "id"),
 )
+
+# ---------------------------------------------------------------------- rollouts (0006)
+deployments = Table(
+    "deployments",
+    metadata,
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    Column("revision", Integer, nullable=False),  # bumped by every change; servers poll it
+    Column("spec", JSON, nullable=True),  # DeploymentSpec.to_json(); NULL = no deployment (follow the alias)
+    Column("actor", String(255), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("holder", String(255), nullable=True),  # the canary controller holding the rollout lease
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+)
+
+deployment_history = Table(
+    "deployment_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("spec", JSON, nullable=True),
+    Column("action", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("model_id", "revision", name="uq_deployment_history_model_id_revision"),
+)
+
+rollout_stats = Table(
+    "rollout_stats",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("replica", String(255), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("requests", BigInteger, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    Column("agree", BigInteger, nullable=False),
+    Column("compared", BigInteger, nullable=False),
+    Column("latency_buckets", JSON, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("model_id", "revision", "replica", "version", name="uq_rollout_stats_model_id_revision"),
+)
