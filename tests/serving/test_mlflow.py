@@ -43,18 +43,19 @@ def check_all_formats(client: Any, route: str, X: pd.DataFrame, expected: list[A
         answer = client.post(route, json=body)
         assert answer.status_code == 200, (label, answer.text)
         assert answer.headers["content-type"] == "application/json", label
-        assert answer.json() == {"predictions": expected}, label
+        assert answer.json() == {"predictions": expected, "version": 1}, label
+        assert answer.headers["x-shipyard-version"] == "1", label
     for content_type in ("text/csv", "text/csv; charset=utf-8"):
         answer = client.post(route, content=X.to_csv(index=False), headers={"Content-Type": content_type})
         assert answer.status_code == 200, (content_type, answer.text)
-        assert answer.json() == {"predictions": expected}
+        assert answer.json() == {"predictions": expected, "version": 1}
     with_charset = client.post(
         route,
         content=b'{"dataframe_records": %b}' % pd.DataFrame(records(X)).to_json(orient="records").encode(),
         headers={"Content-Type": "application/json; charset=UTF-8"},
     )
     assert with_charset.status_code == 200, with_charset.text
-    assert with_charset.json() == {"predictions": expected}
+    assert with_charset.json() == {"predictions": expected, "version": 1}
 
 
 def assert_error(answer: Any, status: int, *fragments: str, code: str = "BAD_REQUEST") -> None:
@@ -89,7 +90,7 @@ def test_named_invocations_formats_errors_and_health(
         json={"dataframe_records": records(fraud_rows), "params": {"predict_method": "predict_proba"}},
     )
     assert proba.status_code == 200, proba.text
-    assert set(proba.json()) == {"predictions"}
+    assert set(proba.json()) == {"predictions", "version"}
     np.testing.assert_allclose(proba.json()["predictions"], pipe.predict_proba(fraud_rows))
     assert_error(
         client.post(

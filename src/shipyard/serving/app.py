@@ -16,6 +16,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from shipyard.errors import ShipyardError
+from shipyard.rollouts.controller import CanaryController
+from shipyard.rollouts.stats import replica_id
 from shipyard.service import ModelService
 from shipyard.serving import errors, mlflow, native, ui, v2
 from shipyard.serving.auth import AuthMiddleware
@@ -25,7 +27,7 @@ from shipyard.serving.jsonio import json_response, read_object
 from shipyard.serving.metrics import ServerMetrics, live_monitor
 from shipyard.serving.middleware import ServingMiddleware
 from shipyard.serving.online import FEEDBACK_BODY, OnlineServing
-from shipyard.serving.repository import ModelRepository
+from shipyard.serving.repository import Deployment, ModelRepository
 from shipyard.serving.settings import ServeSettings
 
 log = logging.getLogger("shipyard.serving")
@@ -41,6 +43,12 @@ def _announce(settings: ServeSettings, repository: ModelRepository) -> None:
         lines.append(f"  {name}: version {served.version} ({served.model.flavor}), try:")
         lines.append("    " + curl_example(settings, name, served.info.input_example, settings.auth_required()))
     print("\n".join(lines), flush=True)
+
+
+def _running_canary(deployment: Deployment) -> bool:
+    """Whether the deployment this server routes ``deployment`` by is a running canary (the controller's work)."""
+    route = deployment.route
+    return route is not None and route.spec.kind == "canary" and route.spec.status == "running"
 
 
 def _freeze_heap() -> None:
@@ -80,6 +88,11 @@ def create_app(
         from shipyard.monitoring.predlog import PredictionLogger
 
         dataplane.prediction_log = PredictionLogger(settings.logging, home=home or Settings().resolved_home())
+    dataplane.background.prediction_log = dataplane.prediction_log
+    dataplane.background.on_drop = lambda name: metrics.shadow_dropped.labels(name).inc()
+    repository.on_route = lambda deployment: metrics.deployment_revision.labels(deployment.name).set(
+        deployment.revision
+    )
     online = OnlineServing(service, repository, settings, metrics, dataplane.recorders, dataplane.prediction_log)
     monitor = live_monitor(settings, service, metrics, dataplane.prediction_log)
     if preload:
@@ -106,10 +119,28 @@ def create_app(
         if monitor is not None:
             monitor.start()  # its thread recomputes drift and accuracy off the event loop
         await online.start()
+        dataplane.stats.replica = replica_id()  # after any fork: one name per worker process
+        for deployment in repository.deployments.values():
+            metrics.deployment_revision.labels(deployment.name).set(deployment.revision)
         watcher = asyncio.create_task(repository.watch())
+        tasks = [asyncio.create_task(dataplane.stats.run(service, settings.stats_flush_s))]
+        if settings.rollouts:
+            controller = CanaryController(
+                service,
+                dataplane.stats.replica,
+                lambda: [d.name for d in repository.deployments.values() if _running_canary(d)],
+            )
+            tasks.append(asyncio.create_task(controller.run()))
         try:
             yield
         finally:
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await dataplane.background.close()
+            with contextlib.suppress(Exception):
+                await dataplane.stats.flush(service)
             await online.stop()
             if monitor is not None:
                 await asyncio.to_thread(monitor.stop)

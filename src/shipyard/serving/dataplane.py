@@ -1,8 +1,15 @@
-"""The one data plane every protocol adapter delegates to: find the model, check limits, score, time out."""
+"""The one data plane every protocol adapter delegates to: find the model, check limits, score, time out.
+
+A request that names no version or alias of a model with a registry deployment is routed by it: one dict
+lookup and one random draw (or a hash of the sticky key) choose the version; after the answer, a copy may
+go to the shadow or to the canary's incumbent (off the request's path), and the per-version counters of
+the rollout are bumped. A model without a deployment costs nothing extra.
+"""
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -12,9 +19,12 @@ import numpy as np
 import pandas as pd
 
 from shipyard.errors import PayloadTooLarge, PredictionFailed, RequestTimeout, ShipyardError
+from shipyard.rollouts.stats import ReplicaStats
 from shipyard.scoring.batcher import Scores
-from shipyard.serving.repository import ModelRepository, ServedModel
+from shipyard.serving.repository import ModelRepository, Route, ServedModel
+from shipyard.serving.routing import KEY_HEADER, sticky_value, without_field
 from shipyard.serving.settings import ServeSettings
+from shipyard.serving.shadow import Background, Job
 
 _log = logging.getLogger("shipyard.serving")
 
@@ -71,6 +81,15 @@ class DataPlane:
         self.prediction_log: PredictionLogger | None = None
         """Where every answered prediction is logged (``None``: logging is off)."""
         self._inputs: dict[tuple[str, int], tuple[list[str], list[str] | None]] = {}
+        self.stats = ReplicaStats()
+        """This process's rollout counters per model version (flushed to the registry by a background task)."""
+        self.background = Background(
+            queue_size=settings.shadow_queue_size,
+            timeout_s=settings.timeout_s,
+            stats=self.stats,
+            input_columns=self._input_columns,
+        )
+        """Shadow scoring and canary agreement checks, after the answer."""
 
     async def predict(
         self,
@@ -82,9 +101,12 @@ class DataPlane:
         allow_extra: bool = False,
         route: str | None = None,
         request_id: str | None = None,
+        headers: Sequence[tuple[bytes, bytes]] | None = None,
     ) -> Prediction:
         """Score ``data`` with the model version the request names, within the server's limits.
 
+        With neither ``version`` nor ``alias``, a model with a registry deployment is routed by it (a sticky
+        deployment reads its key from the rows, else from the ``X-Shipyard-Key`` header in ``headers``).
         With a ``route`` and a ``request_id`` the answered prediction goes to the prediction log (if on).
         """
         rows = count_rows(data)
@@ -92,20 +114,43 @@ class DataPlane:
             raise PayloadTooLarge(
                 f"the request has {rows} rows, the limit is {self.settings.max_rows}; split it into smaller requests"
             )
-        served = await self.repository.get(name, version=version, alias=alias)
+        routing: Route | None = None
+        if version is None and alias is None:
+            deployment = self.repository.deployments.get(name)
+            routing = deployment.route if deployment is not None else None
+        if routing is None:
+            served = await self.repository.get(name, version=version, alias=alias)
+        else:
+            served, data = self._routed(routing, data, headers)
         started = time.perf_counter()
+        features = None
         try:
-            scores = await served.score(data, allow_extra=allow_extra, timeout=self.settings.timeout_s)
+            if routing is None:
+                scores = await served.score(data, allow_extra=allow_extra, timeout=self.settings.timeout_s)
+            else:  # the validated rows are kept: a shadow or incumbent with the same inputs reuses them
+                features = served.model.prepare(data, allow_extra=allow_extra)
+                scores = await served.batcher.submit(features, self.settings.timeout_s)
         except TimeoutError:
+            if routing is not None:
+                self.stats.hit(name, routing.revision, served.version, time.perf_counter() - started, error=True)
             raise RequestTimeout(
                 f"the prediction took longer than {self.settings.timeout_s:g} s; send fewer rows or raise --timeout"
             ) from None
         except (ValueError, TypeError, KeyError, IndexError) as exc:
             if isinstance(exc, ShipyardError):
-                raise
+                raise  # the rows do not fit the signature: the caller's fault, not the version's
+            if routing is not None:
+                self.stats.hit(name, routing.revision, served.version, time.perf_counter() - started, error=True)
             raise PredictionFailed(
                 f"model {served.info.ref} could not score these rows: {type(exc).__name__}: {exc}"
             ) from None
+        except Exception:
+            if routing is not None:
+                self.stats.hit(name, routing.revision, served.version, time.perf_counter() - started, error=True)
+            raise
+        if routing is not None:
+            seconds = time.perf_counter() - started
+            self._after(routing, served, data, features, scores, allow_extra, request_id, seconds)
         log = self.prediction_log
         if log is not None and route is not None and request_id is not None:
             try:
@@ -125,6 +170,58 @@ class DataPlane:
             except Exception:  # the answer is ready: logging it must never fail the request
                 _log.exception("could not log request %s of %s", request_id, served.info.ref)
         return Prediction(served, scores)
+
+    def _routed(
+        self, routing: Route, data: Any, headers: Sequence[tuple[bytes, bytes]] | None
+    ) -> tuple[ServedModel, Any]:
+        """The version a deployment sends this request to, and the rows it scores (sticky field dropped if foreign)."""
+        sticky = routing.table.sticky
+        if sticky is None:
+            return routing.served[routing.table.pick()], data
+        key = sticky_value(data, sticky)
+        if key is None and headers is not None:
+            for header, value in headers:
+                if header == KEY_HEADER:
+                    key = value.decode("latin-1")
+                    break
+        version = routing.table.pick(key)
+        if version in routing.strip:
+            data = without_field(data, sticky)
+        return routing.served[version], data
+
+    def _after(
+        self,
+        routing: Route,
+        served: ServedModel,
+        data: Any,
+        features: Any,
+        scores: Scores,
+        allow_extra: bool,
+        request_id: str | None,
+        seconds: float,
+    ) -> None:
+        """Count the answer for the rollout; copy it to the shadow or the canary's incumbent (never waits)."""
+        name = served.name
+        self.stats.hit(name, routing.revision, served.version, seconds, error=False)
+        reuse = features if served.version in routing.shares_inputs else None
+        shadow = routing.shadow
+        if shadow is not None and (routing.sample >= 1.0 or random.random() < routing.sample):
+            job = Job("shadow", shadow, data, request_id or "", allow_extra, features=reuse)
+            self.background.offer(name, job)
+        incumbent = routing.incumbent
+        if incumbent is not None and incumbent is not served:
+            job = Job(
+                "compare",
+                incumbent,
+                data,
+                request_id or "",
+                allow_extra,
+                features=reuse,
+                revision=routing.revision,
+                answered_by=served.version,
+                predictions=scores.predictions,
+            )
+            self.background.offer(name, job)
 
     def _input_columns(self, served: ServedModel) -> tuple[list[str], list[str] | None]:
         """The logged input columns of a served version (from its signature; cached)."""

@@ -98,7 +98,13 @@ class FastPredict:
         query = scope.get("query_string", b"").decode("latin-1")
         state: dict[str, Any] = scope.setdefault("state", {})
         return await native.predict_json(
-            self.dataplane, name, version, as_object(parse_json(body)), native.allow_extra_flag(query), state
+            self.dataplane,
+            name,
+            version,
+            as_object(parse_json(body)),
+            native.allow_extra_flag(query),
+            state,
+            scope["headers"],
         )
 
     async def _feedback(self, match: re.Match[str], body: bytes, scope: Scope) -> Any:

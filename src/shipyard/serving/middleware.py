@@ -1,4 +1,8 @@
-"""One pure-ASGI layer around every request: request id, body size limit, metrics, in-flight count."""
+"""One pure-ASGI layer around every request: request id, body size limit, metrics, in-flight count.
+
+Every prediction's answer also carries ``X-Shipyard-Version``: the model version that served it (the
+adapters put it in the request state before the answer starts).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shipyard.serving.metrics import ServerMetrics
 
 REQUEST_ID_HEADER = b"x-request-id"
+VERSION_HEADER = b"x-shipyard-version"
 _ID_PREFIX = os.urandom(6).hex()
 _ID_COUNTER = itertools.count(1)
 
@@ -58,7 +63,11 @@ class ServingMiddleware:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder[0] = message["status"]
-                message["headers"] = [*message.get("headers", []), header]
+                version = state.get("version")
+                if version is None:
+                    message["headers"] = [*message.get("headers", []), header]
+                else:
+                    message["headers"] = [*message.get("headers", []), header, (VERSION_HEADER, b"%d" % version)]
             await send(message)
 
         if length is not None and length > self.max_body_bytes:

@@ -6,8 +6,9 @@ A client written for ``mlflow models serve`` (MLflow 2.x/3.x pyfunc scoring serv
   names the model when the server serves several.
 * The body is ``application/json`` with exactly one of ``dataframe_split``, ``dataframe_records``,
   ``instances`` or ``inputs`` (plus optional ``params``), or ``text/csv`` with a header row.
-* The answer is ``{"predictions": [...]}``: the model's ``predict`` output, as MLflow's scikit-learn
-  pyfunc gives it (class labels for a classifier).
+* The answer is ``{"predictions": [...], "version": N}``: the model's ``predict`` output, as MLflow's
+  scikit-learn pyfunc gives it (class labels for a classifier), and the version that answered (also in
+  the ``X-Shipyard-Version`` header; MLflow clients read ``predictions`` and ignore the rest).
 * Errors are ``{"error_code": "BAD_REQUEST", "message": ...}``; input that does not fit the model is a
   400, as in MLflow, and an unsupported content type a 415.
 
@@ -243,14 +244,16 @@ def router(dataplane: DataPlane) -> APIRouter:
         if count_rows(data) == 0:
             raise InvalidInput("the input has no rows; send at least one")
         try:
-            prediction = await dataplane.predict(name, data, route="mlflow", request_id=request.state.request_id)
+            prediction = await dataplane.predict(
+                name, data, route="mlflow", request_id=request.state.request_id, headers=request.scope["headers"]
+            )
         except InvalidInput as exc:
             # SchemaError and PredictionFailed are 422 elsewhere; MLflow answers input the model cannot use with 400
             if exc.status != HTTPStatus.BAD_REQUEST:
                 raise InvalidInput(exc.message) from None
             raise
-        request.state.version = prediction.version
-        return json_response({"predictions": predictions(prediction, method)})
+        request.state.version = prediction.version  # also sent as the X-Shipyard-Version header
+        return json_response({"predictions": predictions(prediction, method), "version": prediction.version})
 
     @api.post(
         "/invocations",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter
@@ -56,14 +57,29 @@ def prediction_payload(prediction: Prediction, request_id: str) -> dict[str, Any
 
 
 async def predict_json(
-    dataplane: DataPlane, name: str, version: int | None, body: dict[str, Any], allow_extra: bool, state: dict[str, Any]
+    dataplane: DataPlane,
+    name: str,
+    version: int | None,
+    body: dict[str, Any],
+    allow_extra: bool,
+    state: dict[str, Any],
+    headers: Sequence[tuple[bytes, bytes]] | None = None,
 ) -> dict[str, Any]:
-    """The native predict answer for a parsed body; shared by the FastAPI route and the fast path."""
+    """The native predict answer for a parsed body; shared by the FastAPI route and the fast path.
+
+    ``headers`` (the raw request headers) are read only for a sticky deployment's ``X-Shipyard-Key``.
+    """
     if name in dataplane.repository.deployments:  # only served names become metric labels
         state["model"] = name
     data = rows_from_body(body)
     prediction = await dataplane.predict(
-        name, data, version=version, allow_extra=allow_extra, route="native", request_id=state["request_id"]
+        name,
+        data,
+        version=version,
+        allow_extra=allow_extra,
+        route="native",
+        request_id=state["request_id"],
+        headers=headers,
     )
     state["version"] = prediction.version
     recorder = dataplane.recorders.get(name)  # online models only: kept for the feedback's request-id join
@@ -87,7 +103,9 @@ def router(dataplane: DataPlane) -> APIRouter:
     async def _predict(request: Request, name: str, version: int | None) -> Response:
         body = await read_object(request)
         state = request.scope.setdefault("state", {})
-        payload = await predict_json(dataplane, name, version, body, allow_extra_flag(request.url.query), state)
+        query = request.url.query
+        headers = request.scope["headers"]
+        payload = await predict_json(dataplane, name, version, body, allow_extra_flag(query), state, headers)
         return json_response(payload)
 
     @api.post("/v1/models/{name}/predict", openapi_extra=PREDICT_BODY, summary="Predict with the served version")
@@ -105,14 +123,18 @@ def router(dataplane: DataPlane) -> APIRouter:
         repo = dataplane.repository
         models = []
         for name in repo.served_names():
-            current = repo.deployments[name].current
+            deployment = repo.deployments[name]
+            current = deployment.current
+            route = deployment.route
             models.append(
                 {
                     "name": name,
-                    "ref": str(repo.deployments[name].ref),
+                    "ref": str(deployment.ref),
                     "version": current.version if current else None,
                     "flavor": current.model.flavor if current else None,
                     "ready": current is not None,
+                    "deployment": route.spec.describe() if route is not None else None,
+                    "deployment_revision": deployment.revision,
                 }
             )
         return json_response({"models": models})

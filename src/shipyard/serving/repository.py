@@ -1,4 +1,10 @@
-"""The models a server holds: loaded, warmed up, and swapped when their alias moves in the registry."""
+"""The models a server holds: loaded, warmed up, and swapped when their alias or deployment changes in the registry.
+
+A model name with a registry deployment (pin, A/B, canary, shadow) gets a :class:`Route`: every version the
+deployment needs, loaded and warmed up *before* the route replaces the previous one, so no request ever
+meets a version that is still loading. Servers notice changes by polling the registry's deployment
+revisions (one cheap query) every ``reload_interval_s``.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +21,11 @@ import numpy as np
 from shipyard.errors import AliasNotFound, ModelNotReady, NotServed, ShipyardError
 from shipyard.flavors.base import Features
 from shipyard.registry import ModelVersion
+from shipyard.rollouts.spec import DeploymentSpec
 from shipyard.scoring import Model
 from shipyard.scoring.batcher import BatchStats, MicroBatcher, Scores
 from shipyard.service import ModelService
+from shipyard.serving.routing import RoutingTable
 from shipyard.serving.settings import ServeSettings
 from shipyard.types import DEFAULT_ALIAS, ModelRef
 
@@ -87,17 +95,62 @@ class ServedModel:
         self.batcher.close()
 
 
+@dataclass(frozen=True)
+class Route:
+    """A registry deployment compiled for the hot path: the table to draw from and the loaded versions."""
+
+    revision: int
+    spec: DeploymentSpec
+    table: RoutingTable
+    served: dict[int, ServedModel]
+    """Every version the route may use (primary variants, shadow, canary incumbent), loaded and warm."""
+    strip: frozenset[int] = frozenset()
+    """Versions whose signature lacks the sticky field: it is dropped from the rows before they score."""
+    shadow: ServedModel | None = None
+    sample: float = 1.0
+    incumbent: ServedModel | None = None
+    """A running canary's incumbent: it scores the candidate's rows again, for the agreement guard."""
+    shares_inputs: frozenset[int] = frozenset()
+    """Versions with the same input signature as the shadow (or incumbent): their validated rows are reused."""
+
+    @property
+    def primary(self) -> ServedModel:
+        """The version with the largest share (what ``/v1/models`` reports as served)."""
+        version = self.spec.primary
+        if version is None or version not in self.served or version not in self.table.versions:
+            version = self.table.versions[0]
+        return self.served[version]
+
+
 @dataclass
 class Deployment:
-    """A model name served from a reference: a pinned version, an alias it follows, or plain (production/latest)."""
+    """A model name served from a reference: a pinned version, an alias it follows, or plain (production/latest).
+
+    A followed name may also have a registry deployment: ``route`` then decides, per request, which version answers.
+    """
 
     name: str
     ref: ModelRef
     current: ServedModel | None = None
+    route: Route | None = None
+    revision: int = 0
+    """The registry deployment revision applied (0: none seen)."""
+    follow: ModelRef | None = None
+    """The alias followed when the deployment says so (kind ``alias``); else ``ref``."""
 
     @property
     def follows(self) -> bool:
         return self.ref.version is None
+
+    @property
+    def followed(self) -> ModelRef:
+        return self.follow or self.ref
+
+
+def _inputs(served: ServedModel) -> Any:
+    """The input columns of a version's signature (``None`` without one)."""
+    signature = served.info.signature
+    return signature.get("inputs") if signature else None
 
 
 class ModelRepository:
@@ -120,6 +173,8 @@ class ModelRepository:
         self._aliases: dict[tuple[str, str], int] = {}
         self._loading: dict[tuple[str, int], asyncio.Future[ServedModel]] = {}
         self.ready = False
+        self.on_route: Callable[[Deployment], None] | None = None
+        """Called on the event loop after a deployment's route (or revision) changed."""
 
     # ------------------------------------------------------------------ start-up
     def plan(self) -> None:
@@ -134,10 +189,146 @@ class ModelRepository:
             self.deployments[ref.name] = Deployment(ref.name, ref)
 
     def load_all(self) -> None:
-        """Load and warm up every deployment (blocking); the server is ready afterwards."""
+        """Load and warm up every deployment (blocking), as its registry deployment says; ready afterwards."""
+        revisions = self._revisions()
         for deployment in self.deployments.values():
+            revision = revisions.get(deployment.name, 0) if deployment.follows else 0
+            if revision:
+                try:
+                    self._install(deployment, *self._prepare(deployment, revision))
+                    continue
+                except Exception:
+                    log.exception(
+                        "%s: could not apply deployment revision %d; following its alias", deployment.name, revision
+                    )
             deployment.current = self._load(self.service.resolve(deployment.ref))
         self.ready = True
+
+    def _revisions(self) -> dict[str, int]:
+        """Deployment revision per model name, from the registry (empty when nothing is followed)."""
+        if not any(d.follows for d in self.deployments.values()):
+            return {}
+        return self.service.deployment_revisions()
+
+    # ------------------------------------------------------------------ deployments
+    @staticmethod
+    def _routed(deployment: Deployment) -> list[ServedModel]:
+        """The versions ``deployment`` uses now: its current one and every version of its route."""
+        used = [] if deployment.current is None else [deployment.current]
+        route = deployment.route
+        if route is not None:
+            used.extend(route.served.values())
+            used.extend(m for m in (route.shadow, route.incumbent) if m is not None)
+        return used
+
+    def _known(self, deployment: Deployment) -> dict[int, ServedModel]:
+        """The versions of ``deployment`` already in memory (reused by a new route instead of loaded again)."""
+        known: dict[int, ServedModel] = {}
+        for (name, version), served in self._pinned.items():
+            if name == deployment.name:
+                known[version] = served
+        route = deployment.route
+        if route is not None:
+            known.update(route.served)
+            for model in (route.shadow, route.incumbent):
+                if model is not None:
+                    known[model.version] = model
+        if deployment.current is not None:
+            known[deployment.current.version] = deployment.current
+        return known
+
+    def _prepare(self, deployment: Deployment, revision: int) -> tuple[int, Route | None, ServedModel, ModelRef | None]:
+        """Read deployment ``revision`` and load what it needs (blocking; runs off the event loop).
+
+        Returns what :meth:`_install` switches to: ``(revision, route, current, followed alias)``.
+        """
+        name = deployment.name
+        state = self.service.deployment(name)
+        if state is not None:
+            revision = state.revision
+        spec = DeploymentSpec.from_json(state.spec) if state is not None and state.spec is not None else None
+        known = self._known(deployment)
+        fresh: list[ServedModel] = []
+
+        def obtain(version: int) -> ServedModel:
+            if version not in known:
+                known[version] = self._load(self.service.resolve(ModelRef(name, version=version)))
+                fresh.append(known[version])
+            return known[version]
+
+        try:
+            return self._compile(deployment, revision, spec, obtain)
+        except BaseException:
+            for served in fresh:  # loaded for a route that will not be installed
+                served.close()
+            raise
+
+    def _compile(
+        self,
+        deployment: Deployment,
+        revision: int,
+        spec: DeploymentSpec | None,
+        obtain: Callable[[int], ServedModel],
+    ) -> tuple[int, Route | None, ServedModel, ModelRef | None]:
+        """The route of ``spec``, with every version it needs obtained (loaded unless already in memory)."""
+        name = deployment.name
+        if spec is None or spec.kind == "alias":
+            follow = ModelRef(name, alias=spec.alias) if spec is not None and spec.alias else None
+            info = self.service.resolve(follow or deployment.ref)
+            return revision, None, obtain(info.version), follow
+        if not spec.is_resolved:  # written before the served version was known: serve what we serve now
+            current = deployment.current or obtain(self.service.resolve(deployment.ref).version)
+            spec = spec.resolved(current.version)
+        weights = {v: w for v, w in spec.weights().items() if w > 0}
+        table = RoutingTable.build(weights, sticky=spec.sticky)
+        served = {version: obtain(version) for version in table.versions}
+        shadow = obtain(spec.shadow) if spec.kind == "shadow" and spec.shadow is not None else None
+        incumbent = None
+        plan = spec.canary
+        if plan is not None and spec.status == "running" and plan.incumbent and plan.candidate in weights:
+            incumbent = obtain(plan.incumbent)
+        strip: set[int] = set()
+        if spec.sticky is not None:
+            for version, model in served.items():
+                signature = model.model.signature
+                inputs = signature.inputs if signature is not None else ()
+                if all(column.name != spec.sticky for column in inputs):
+                    strip.add(version)
+        again = shadow or incumbent
+        shares = frozenset(
+            version
+            for version, model in served.items()
+            if again is not None and _inputs(model) is not None and _inputs(model) == _inputs(again)
+        )
+        route = Route(revision, spec, table, served, frozenset(strip), shadow, spec.sample, incumbent, shares)
+        return revision, route, route.primary, None
+
+    def _install(
+        self, deployment: Deployment, revision: int, route: Route | None, current: ServedModel, follow: ModelRef | None
+    ) -> None:
+        """Switch ``deployment`` to a prepared route at once; versions no longer used close after a grace period."""
+        before = self._known(deployment)
+        deployment.route = route
+        deployment.current = current
+        deployment.follow = follow
+        deployment.revision = revision
+        after = self._known(deployment)
+        pinned = {id(s) for s in self._pinned.values()}
+        unused = [s for v, s in before.items() if after.get(v) is not s and id(s) not in pinned]
+        if unused:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            for served in unused:
+                if loop is not None:  # requests that hold it finish on it; its thread stops later
+                    loop.call_later(self.settings.timeout_s + 5.0, served.close)
+                else:
+                    served.close()
+        described = route.spec.describe() if route is not None else f"follows {deployment.followed}"
+        log.info("%s: deployment revision %d applied: %s", deployment.name, revision, described)
+        if self.on_route is not None:
+            self.on_route(deployment)
 
     def _load(self, info: ModelVersion) -> ServedModel:
         import psutil
@@ -164,9 +355,14 @@ class ModelRepository:
 
     # ------------------------------------------------------------------ lookup
     def loaded(self) -> list[ServedModel]:
-        """Every model version held in memory: the deployments' current ones and the pinned cache."""
-        current = [d.current for d in self.deployments.values() if d.current is not None]
-        return current + [s for s in self._pinned.values() if all(s is not c for c in current)]
+        """Every model version held in memory: the deployments' current and routed ones, and the pinned cache."""
+        held: dict[int, ServedModel] = {}
+        for deployment in self.deployments.values():
+            for served in self._known(deployment).values():
+                held[id(served)] = served
+        for served in self._pinned.values():
+            held[id(served)] = served
+        return list(held.values())
 
     def served_names(self) -> list[str]:
         return sorted(self.deployments)
@@ -196,6 +392,13 @@ class ModelRepository:
         current = deployment.current
         if current is not None and current.version == version:
             return current
+        route = deployment.route
+        if route is not None:
+            routed = route.served.get(version)
+            if routed is None and route.shadow is not None and route.shadow.version == version:
+                routed = route.shadow
+            if routed is not None:
+                return routed
         return await self._pinned_version(name, version)
 
     async def _resolve_alias(self, name: str, alias: str) -> int:
@@ -225,21 +428,46 @@ class ModelRepository:
                 self._loading.pop(key, None)
             self._pinned[key] = served
             while len(self._pinned) > PINNED_CACHE:
-                _, evicted = self._pinned.popitem(last=False)
-                evicted.close()
+                (evicted_name, _), evicted = self._pinned.popitem(last=False)
+                owner = self.deployments.get(evicted_name)
+                if owner is None or all(evicted is not s for s in self._routed(owner)):
+                    evicted.close()  # else a route or the current version still uses it
             pending.set_result(served)
             return served
         return await asyncio.shield(pending)
 
     # ------------------------------------------------------------------ hot reload
     async def refresh(self) -> list[tuple[str, int, int]]:
-        """Check every followed alias once; load, warm and swap in versions that moved. Returns the swaps."""
+        """Check deployments and followed aliases once; load, warm and swap in what changed. Returns the swaps.
+
+        A changed deployment revision is read and everything it needs is loaded before its route replaces the
+        old one; names without a deployment (or with kind ``alias``) follow their alias as before.
+        """
         swaps = []
+        revisions = await asyncio.to_thread(self._revisions)
         for deployment in self.deployments.values():
             if not deployment.follows or deployment.current is None:
                 continue
+            revision = revisions.get(deployment.name, 0)
+            if revision != deployment.revision:
+                old = deployment.current
+                try:
+                    prepared = await asyncio.to_thread(self._prepare, deployment, revision)
+                except Exception:
+                    log.exception(
+                        "%s: could not apply deployment revision %d; still serving the previous one; will retry",
+                        deployment.name,
+                        revision,
+                    )
+                    continue
+                self._install(deployment, *prepared)
+                if deployment.current is not None and deployment.current.version != old.version:
+                    swaps.append((deployment.name, old.version, deployment.current.version))
+                continue
+            if deployment.route is not None:
+                continue  # the deployment decides, not the alias
             try:
-                info = await asyncio.to_thread(self.service.resolve, deployment.ref)
+                info = await asyncio.to_thread(self.service.resolve, deployment.followed)
             except AliasNotFound:
                 continue  # the alias was deleted: keep serving what we have
             old = deployment.current
@@ -268,8 +496,5 @@ class ModelRepository:
                 log.exception("checking the registry for alias moves failed; will retry")
 
     def close(self) -> None:
-        for deployment in self.deployments.values():
-            if deployment.current is not None:
-                deployment.current.close()
-        for served in self._pinned.values():
+        for served in self.loaded():
             served.close()

@@ -132,7 +132,23 @@ class ServeSettings(BaseModel):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1, description="Largest request body (413 above).")
     max_rows: int = Field(default=10_000, ge=1, description="Most rows in one request (413 above).")
     timeout_s: float = Field(default=30.0, gt=0, description="Per-request time limit (504 above).")
-    reload_interval_s: float = Field(default=1.0, gt=0, description="How often aliases are checked for moves.")
+    reload_interval_s: float = Field(
+        default=1.0, gt=0, description="How often aliases and deployments are checked for changes in the registry."
+    )
+    shadow_queue_size: int = Field(
+        default=1_000,
+        ge=1,
+        description="Requests waiting, per model, to be scored by a shadow (or by a canary's incumbent for the "
+        "agreement guard); beyond, copies are dropped and counted in shipyard_shadow_dropped_total.",
+    )
+    stats_flush_s: float = Field(
+        default=1.0, gt=0, description="How often this server's rollout counters are written to the registry."
+    )
+    rollouts: bool = Field(
+        default=True,
+        description="Run the canary controller: servers compete for each model's rollout lease, and the holder "
+        "advances, rolls back or promotes running canaries.",
+    )
     batching: BatchSettings = Field(default_factory=BatchSettings, description="Default micro-batching.")
     models: dict[str, BatchSettings] = Field(default_factory=dict, description="Micro-batching per model name.")
     online: OnlineServeSettings = Field(default_factory=OnlineServeSettings, description="Online learning.")
@@ -165,9 +181,7 @@ class ServeSettings(BaseModel):
         try:
             return cls.model_validate({**data, **{k: v for k, v in overrides.items() if v is not None}})
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
-            )
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
             raise InvalidInput(f"invalid serve settings: {problems}") from None
 
     @classmethod

@@ -155,7 +155,13 @@ def router(dataplane: DataPlane) -> APIRouter:
         check_requested_outputs(infer, output_names(served.model.has_predict_proba))
         data = features(served.model.signature, infer.inputs)
         prediction = await dataplane.predict(
-            name, data, version=version, alias=alias, route="v2", request_id=request.state.request_id
+            name,
+            data,
+            version=version,
+            alias=alias,
+            route="v2",
+            request_id=request.state.request_id,
+            headers=request.scope["headers"],
         )
         request.state.version = prediction.version
         payload, chunks = infer_response(
