@@ -16,11 +16,13 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from shipyard.cli.ab import app as ab_app
 from shipyard.cli.aliases import app as alias_app
 from shipyard.cli.aliases import rollback
 from shipyard.cli.batch import app as batch_app
 from shipyard.cli.compare import compare
 from shipyard.cli.demo import demo
+from shipyard.cli.deploy import apply, deploy
 from shipyard.cli.keys import app as keys_app
 from shipyard.cli.logs import app as logs_app
 from shipyard.cli.models import app as models_app
@@ -52,6 +54,9 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(batch_app, name="batch")
 app.add_typer(online_app, name="online")
 app.add_typer(logs_app, name="logs")
+app.add_typer(ab_app, name="ab")
+app.command("deploy")(deploy)
+app.command("apply")(apply)
 app.command("rollback")(rollback)
 app.command("compare")(compare)
 app.command("predict")(predict)

@@ -4,36 +4,61 @@ The work is :func:`shipyard.evaluation.compare.compare`; this module prints its 
 confusion between the two models' labels, the rows that disagree most and a verdict line), or with
 ``--json`` the result as JSON, and exits with 1 when the verdict is fail, so that a script or CI job can
 use it as a gate.
+
+``shipyard compare NAME --shadow`` compares the live traffic instead: the rows a shadow deployment scored
+(route ``shadow`` in the prediction log) against the primary's answers to the same requests
+(:func:`shipyard.evaluation.shadow.shadow_report`), with the latency of both; same output, verdict and exit code.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from shipyard.cli.common import get_service
 from shipyard.cli.output import cell, console, say, table
+from shipyard.errors import InvalidInput
 
 if TYPE_CHECKING:
     from shipyard.evaluation.compare import Comparison
+    from shipyard.evaluation.shadow import ShadowReport
 
 MAX_FEATURES_SHOWN = 8
 
 
 def compare(
-    ref_a: Annotated[str, typer.Argument(metavar="REF_A", help="The reference model, e.g. fraud:3.")],
-    ref_b: Annotated[str, typer.Argument(metavar="REF_B", help="The model compared with it, e.g. fraud:4.")],
+    ref_a: Annotated[
+        str, typer.Argument(metavar="REF_A", help="The reference model, e.g. fraud:3 (with --shadow: the model name).")
+    ],
+    ref_b: Annotated[
+        str | None, typer.Argument(metavar="[REF_B]", help="The model compared with it, e.g. fraud:4.")
+    ] = None,
     data: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--data",
             "-d",
             metavar="DATA",
             help="Rows to score with both: CSV or Parquet file, folder or glob, or a database URL with ?table=NAME.",
         ),
-    ],
+    ] = None,
+    shadow: Annotated[
+        bool,
+        typer.Option(
+            "--shadow", help="Compare the shadow version's logged answers with the primary's on the same requests."
+        ),
+    ] = False,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="With --shadow: only rows since then, a duration (30m, 1h, 7d) or an ISO time."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="With --shadow: serve.yaml whose logging section says where the log is."),
+    ] = None,
     atol: Annotated[
         float,
         typer.Option("--atol", min=0.0, help="Largest absolute difference of probabilities (or predictions) allowed."),
@@ -62,7 +87,22 @@ def compare(
     The verdict is pass when the label agreement is at least --min-agreement and the largest absolute
     probability difference (regressors: prediction difference) is at most --atol; the exit code is 1 on
     fail. The models may be of different flavors, e.g. a scikit-learn model and its ONNX export.
+
+    With --shadow (shipyard compare fraud --shadow --since 1h) the rows are the live requests a shadow deployment
+    copied: the shadow's logged answers are compared with the primary's on the same request ids, with the latency
+    of both.
     """
+    if shadow:
+        _run_shadow(ref_a, ref_b, data, columns, since, config, atol, min_agreement, top, as_json)
+        return
+    if ref_b is None or data is None:
+        missing = " and ".join(what for what, value in (("REF_B", ref_b), ("--data", data)) if value is None)
+        raise InvalidInput(
+            f"compare needs {missing}: shipyard compare fraud:3 fraud:4 --data rows.parquet (or shipyard compare "
+            "fraud --shadow to compare a shadow deployment's live answers)"
+        )
+    if since is not None or config is not None:
+        raise InvalidInput("--since and --config go with --shadow (the prediction log); without it use --data")
     from shipyard.evaluation.compare import compare as run_compare
 
     names = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
@@ -83,6 +123,87 @@ def compare(
         show(result)
     if not result.passed:
         raise typer.Exit(1)
+
+
+def _run_shadow(
+    name: str,
+    ref_b: str | None,
+    data: str | None,
+    columns: str | None,
+    since: str | None,
+    config: Path | None,
+    atol: float,
+    min_agreement: float,
+    top: int,
+    as_json: bool,
+) -> None:
+    """``compare NAME --shadow``: print the shadow report, exit 1 when its verdict is fail."""
+    from shipyard.cli.logs import open_log
+    from shipyard.evaluation.shadow import shadow_report
+    from shipyard.monitoring.logs import parse_since
+    from shipyard.types import ModelRef
+
+    extra = [what for what, value in (("REF_B", ref_b), ("--data", data), ("--columns", columns)) if value is not None]
+    if extra:
+        raise InvalidInput(
+            f"--shadow compares the prediction log, so {', '.join(extra)} cannot be given with it: "
+            f"shipyard compare {name} --shadow [--since 1h]"
+        )
+    ref = ModelRef.parse(name)
+    if ref.version is not None or ref.alias is not None:
+        raise InvalidInput(f"--shadow takes a model name, not a version or alias: shipyard compare {ref.name} --shadow")
+    window = None
+    if since:
+        window = f"last {since}" if since.strip()[-1:].isalpha() else f"since {since}"
+    result = shadow_report(
+        open_log(config),
+        ref.name,
+        since=parse_since(since) if since else None,
+        atol=atol,
+        min_agreement=min_agreement,
+        top=top,
+        window=window,
+    )
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        show_shadow(result)
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+def show_shadow(result: ShadowReport) -> None:
+    """Print a shadow report: summary with latency, confusion table, disagreeing rows, notes and the verdict line."""
+    comparison = result.comparison
+    out = console()
+    summary = table("figure", "value", title=f"{result.model}: primary {comparison.ref_a} vs shadow {comparison.ref_b}")
+    diff = "probability" if comparison.task == "classification" else "prediction"
+    agreement = "label agreement" if comparison.task == "classification" else f"share within {comparison.atol:g}"
+    pairs = ", ".join(f"{p} -> {s}: {_rows(n)}" for p, s, n in result.pairs)
+    lat = result.latency
+    rows: list[tuple[str, Any]] = [
+        ("window", result.window),
+        ("task", comparison.task),
+        ("versions (primary -> shadow)", pairs),
+        ("rows compared", f"{comparison.rows:,} ({result.coverage:.1%} of {_rows(result.primary_rows)} served)"),
+        ("shadow rows without a primary", f"{result.unmatched:,}"),
+        (agreement, f"{comparison.agreement:.6g} ({_rows(comparison.disagreements)} differ)"),
+        (f"max abs {diff} diff", _number(comparison.max_abs_diff)),
+        (f"mean abs {diff} diff", _number(comparison.mean_abs_diff)),
+        ("latency p50 / p99 primary", f"{lat['primary']['p50_ms']:.2f} / {lat['primary']['p99_ms']:.2f} ms"),
+        ("latency p50 / p99 shadow", f"{lat['shadow']['p50_ms']:.2f} / {lat['shadow']['p99_ms']:.2f} ms"),
+        ("thresholds", f"atol {comparison.atol:g}, min agreement {comparison.min_agreement:g}"),
+    ]
+    for key, value in rows:
+        summary.add_row(key, cell(value))
+    out.print(summary)
+    if comparison.labels:
+        out.print(_confusion(comparison))
+    if comparison.top:
+        out.print(_disagreements(comparison))
+    for note in comparison.notes:
+        say(f"note: {note}")
+    say(verdict_line(comparison))
 
 
 def show(result: Comparison) -> None:
