@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -126,16 +127,20 @@ class Background:
                 except Exception as exc:  # the rows do not fit the target's signature
                     self._failed(name, job, exc)
                     futures.append(None)
+            finished: dict[int, float] = {}  # each job's own latency: submit to its scores, as the primary's
+            for index, future in enumerate(futures):
+                if future is not None:
+                    future.add_done_callback(functools.partial(_mark_done, finished, index))
             results = await asyncio.gather(*(f for f in futures if f is not None), return_exceptions=True)
-            seconds = time.perf_counter() - started
             answers = iter(results)
-            for job, future in zip(jobs, futures, strict=True):
+            for index, (job, future) in enumerate(zip(jobs, futures, strict=True)):
                 if future is None:
                     continue
                 result = next(answers)
                 if isinstance(result, BaseException):
                     self._failed(name, job, result)
                     continue
+                seconds = finished.get(index, time.perf_counter()) - started
                 try:
                     self._finish(name, job, result, seconds)
                 except Exception as exc:
@@ -191,3 +196,8 @@ class Background:
                 with contextlib.suppress(asyncio.CancelledError):
                     await lane.task
         self._lanes.clear()
+
+
+def _mark_done(finished: dict[int, float], index: int, _: asyncio.Future[Scores]) -> None:
+    """Note when job ``index``'s scores arrived (a future's done callback)."""
+    finished[index] = time.perf_counter()
