@@ -93,6 +93,17 @@ def test_sticky_keys_always_reach_the_same_variant(
     # the same hash everywhere: what any other replica (or this test) computes for the key
     assert all(next(iter(v)) == expected.pick_for_key(k) for k, v in seen.items())
 
+    # the A/B ends: callers that still send the key are answered, by the pinned version, on every route
+    pinned = shipyard.connect().deploy("fraud", DeploymentSpec(kind="pin", variants=(Variant(2, 100.0),)))
+    wait_revision(server, pinned.revision)
+    after = predict(server.client, {**ROW, "customer_id": "customer-1"})
+    assert after.status_code == 200 and after.json()["version"] == 2, after.text
+    body = {"instances": [{**ROW, "customer_id": "c"}]}
+    pinned_route = server.client.post("/v1/models/fraud/versions/1/predict", json=body)
+    assert pinned_route.status_code == 200 and pinned_route.json()["version"] == 1, pinned_route.text
+    other = predict(server.client, {**ROW, "merchant": "m-1"})  # a field no deployment named is still refused
+    assert other.status_code == 422 and "merchant" in other.text, other.text
+
 
 def test_every_protocol_reports_the_version_that_answered(
     home: Path, tmp_path: Path, start_server: Callable[..., Server]

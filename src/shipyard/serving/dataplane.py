@@ -115,13 +115,15 @@ class DataPlane:
                 f"the request has {rows} rows, the limit is {self.settings.max_rows}; split it into smaller requests"
             )
         routing: Route | None = None
-        if version is None and alias is None:
-            deployment = self.repository.deployments.get(name)
-            routing = deployment.route if deployment is not None else None
+        deployment = self.repository.deployments.get(name)
+        if version is None and alias is None and deployment is not None:
+            routing = deployment.route
         if routing is None:
             served = await self.repository.get(name, version=version, alias=alias)
         else:
             served, data = self._routed(routing, data, headers)
+        if deployment is not None and deployment.sticky_fields:
+            data = _without_foreign_fields(data, deployment.sticky_fields, served)
         started = time.perf_counter()
         features = None
         try:
@@ -232,3 +234,13 @@ class DataPlane:
 
             columns = self._inputs[key] = input_columns(served.info.signature)
         return columns
+
+
+def _without_foreign_fields(data: Any, fields: frozenset[str], served: ServedModel) -> Any:
+    """``data`` without the sticky ``fields`` that ``served``'s signature does not take (as sent if none is there)."""
+    signature = served.model.signature
+    taken = {column.name for column in signature.inputs} if signature is not None else set()
+    for field in fields:
+        if field not in taken and sticky_value(data, field) is not None:
+            data = without_field(data, field)
+    return data

@@ -137,6 +137,9 @@ class Deployment:
     """The registry deployment revision applied (0: none seen)."""
     follow: ModelRef | None = None
     """The alias followed when the deployment says so (kind ``alias``); else ``ref``."""
+    sticky_fields: frozenset[str] = frozenset()
+    """Every sticky field the model's deployments have named: callers keep sending it after an A/B ends, so it
+    is dropped from rows whose version's signature lacks it, whatever the deployment is now."""
 
     @property
     def follows(self) -> bool:
@@ -247,6 +250,12 @@ class ModelRepository:
         if state is not None:
             revision = state.revision
         spec = DeploymentSpec.from_json(state.spec) if state is not None and state.spec is not None else None
+        if state is not None:
+            deployment.sticky_fields = frozenset(
+                str(past.spec["sticky"])
+                for past in self.service.deployment_history(name)
+                if past.spec is not None and past.spec.get("sticky")
+            )
         known = self._known(deployment)
         fresh: list[ServedModel] = []
 
