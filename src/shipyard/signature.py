@@ -65,6 +65,7 @@ class Signature:
     tensor: TensorSpec | None = None
     outputs: tuple[ColumnSpec, ...] = ()
     _by_name: dict[str, ColumnSpec] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _labels: list[pd.Index] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._by_name.update({c.name: c for c in self.inputs})
@@ -126,6 +127,9 @@ class Signature:
         """
         if self.tensor is not None:
             return self._validate_tensor(data, first_row)
+        columns = self._plain_records(data)
+        if columns is not None:  # the common serving case, without building a frame twice
+            return self._frame(columns, len(data))
         frame = self._to_frame(data)
         problems: list[str] = []
         names = set(map(str, frame.columns))
@@ -149,7 +153,60 @@ class Signature:
                 break
         if problems:
             raise SchemaError(problems)
-        return pd.DataFrame(out, index=pd.RangeIndex(len(frame)))
+        return self._frame(out, len(frame))
+
+    def _frame(self, columns: dict[str, Any], rows: int) -> pd.DataFrame:
+        """The validated frame: one 2-d block when every input is a float64, else one array per column.
+
+        The column labels are a plain object index, which pandas builds and compares (when the micro-batcher
+        concatenates requests) several times faster than its default string dtype.
+        """
+        if not self._labels:
+            self._labels.append(pd.Index(self.column_names, dtype=object))
+        labels = self._labels[0]
+        if self.inputs and all(spec.dtype == "float64" for spec in self.inputs):
+            block = np.empty((rows, len(self.inputs)), dtype=np.float64, order="F")  # as pandas lays it out
+            for index, spec in enumerate(self.inputs):
+                block[:, index] = columns[spec.name]
+            return pd.DataFrame(block, columns=labels, copy=False)
+        return pd.DataFrame(columns, index=pd.RangeIndex(rows), columns=labels)
+
+    def _plain_records(self, data: Any) -> dict[str, Any] | None:
+        """Columns of ``data`` when it is a list of dicts with exactly the input columns, each value already of
+        its column's plain Python type (float or int for floats, int for ints, bool, str); else ``None``, and
+        the general path checks everything and names the problems.
+
+        >>> sig = Signature.infer(pd.DataFrame({"amount": [1.5], "channel": ["web"]}))
+        >>> sig._plain_records([{"amount": 2, "channel": "pos"}])["amount"]
+        array([2.])
+        >>> sig._plain_records([{"amount": "2", "channel": "pos"}]) is None
+        True
+        """
+        if type(data) is not list or not data or len(data) > 100_000:
+            return None
+        expected = self._by_name.keys()
+        for row in data:
+            if type(row) is not dict or row.keys() != expected:
+                return None
+        columns: dict[str, Any] = {}
+        for spec in self.inputs:
+            values = [row[spec.name] for row in data]
+            kinds = set(map(type, values))
+            dtype = spec.dtype
+            if dtype in _FLOAT_KINDS and kinds <= {float, int}:
+                columns[spec.name] = np.array(values, dtype=dtype)
+            elif dtype in _INT_KINDS and kinds == {int}:
+                info = np.iinfo(np.dtype(dtype))
+                if not (info.min <= min(values) and max(values) <= info.max):
+                    return None
+                columns[spec.name] = np.array(values, dtype=dtype)
+            elif dtype == "bool" and kinds == {bool}:
+                columns[spec.name] = np.array(values, dtype=bool)
+            elif dtype in ("string", "category") and kinds == {str}:
+                columns[spec.name] = np.array(values, dtype=object)
+            else:
+                return None
+        return columns
 
     def _to_frame(self, data: Any) -> pd.DataFrame:
         if isinstance(data, pd.DataFrame):
