@@ -134,42 +134,7 @@ def input_array(
         if not fields:
             return None
         array = pa.StructArray.from_arrays([inferred.field(n) for n in fields], names=fields)
-    return _hash_fields(array, [n for n in kept if sensitive.get(n) == "hash"])
-
-
-def frame_input_array(
-    frames: Sequence[Any], names: Sequence[str], dtypes: Sequence[str] | None, sensitive: Mapping[str, str]
-) -> pa.StructArray | None:
-    """:func:`input_array` for requests whose rows were validated into DataFrames with the columns ``names``:
-    each column is converted once for all of them (no per-row work), sensitive ones hashed or dropped.
-
-    >>> import pandas as pd
-    >>> frames = [pd.DataFrame({"amount": [1.5, 2.0], "email": ["a@b", None]}), pd.DataFrame({"amount": [3.0],
-    ...           "email": ["c@d"]})]
-    >>> frame_input_array(frames, ["amount", "email"], ["float64", "string"], {"email": "drop"}).to_pylist()
-    [{'amount': 1.5}, {'amount': 2.0}, {'amount': 3.0}]
-    """
-    import pyarrow as pa
-
-    kept = [n for n in names if sensitive.get(n) != "drop"]
-    if not kept:
-        return None
-    declared = dict(zip(names, dtypes, strict=False)) if dtypes else {}
-    children = []
-    for name in kept:
-        values = np.concatenate([np.asarray(frame[name].to_numpy()) for frame in frames])
-        wanted = arrow_type(declared[name]) if name in declared else None
-        if values.dtype.kind == "O" and wanted is not None and wanted != pa.string():
-            wanted = None  # values that did not convert: the types they have
-        children.append(pa.array(values, type=wanted, from_pandas=True))
-    array = pa.StructArray.from_arrays(children, names=kept)
-    return _hash_fields(array, [n for n in kept if sensitive.get(n) == "hash"])
-
-
-def _hash_fields(array: pa.StructArray, hashed: Sequence[str]) -> pa.StructArray:
-    """``array`` with the fields ``hashed`` replaced by the SHA-256 of their values (nulls stay null)."""
-    import pyarrow as pa
-
+    hashed = [n for n in kept if sensitive.get(n) == "hash"]
     if not hashed:
         return array
     children = []
@@ -234,12 +199,6 @@ def _probability_array(entries: Sequence[Entry], total: int) -> pa.Array:
     return pa.array(lists, type=kind)
 
 
-def _is_validated_frame(data: Any, names: Sequence[str], rows: int) -> bool:
-    """Whether ``data`` is a DataFrame of ``rows`` rows holding every column ``names`` (validated features)."""
-    columns = getattr(data, "columns", None)
-    return columns is not None and len(data) == rows and all(name in columns for name in names)
-
-
 def prediction_table(entries: Sequence[Entry], sensitive: Mapping[str, str] | None = None) -> pa.Table:
     """The log rows of the recorded requests ``entries`` (all of one model version), one row per input row."""
     import pyarrow as pa
@@ -249,14 +208,13 @@ def prediction_table(entries: Sequence[Entry], sensitive: Mapping[str, str] | No
     request_ids: list[str] = []
     rows: list[Any] = []
     names, dtypes = entries[0][6], entries[0][7]
-    validated = bool(names) and all(_is_validated_frame(e[5], names, e[11]) for e in entries)
     for entry in entries:
         count = entry[11]
         if count == 1:
             request_ids.append(entry[3])
         else:
             request_ids.extend(row_ids(entry[3], count))
-        if names and not validated:
+        if names:
             got = _rows(entry[5], names)
             rows.extend(got if len(got) == count else [None] * count)
     stamps = np.repeat(np.fromiter((e[4] for e in entries), dtype=np.float64, count=len(entries)), counts)
@@ -270,10 +228,7 @@ def prediction_table(entries: Sequence[Entry], sensitive: Mapping[str, str] | No
         "route": pa.array(routes, type=pa.string()),
         "latency_ms": pa.array(latency, type=pa.float64()),
     }
-    if validated:
-        inputs = frame_input_array([e[5] for e in entries], names, dtypes, sensitive or {})
-    else:
-        inputs = input_array(rows, names, dtypes, sensitive or {}) if names else None
+    inputs = input_array(rows, names, dtypes, sensitive or {}) if names else None
     if inputs is not None:
         columns["input"] = inputs
     columns["prediction"] = _prediction_array(entries)

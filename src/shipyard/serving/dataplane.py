@@ -127,10 +127,11 @@ class DataPlane:
         started = time.perf_counter()
         features = None
         try:
-            # the validated rows are kept: the prediction log writes them column by column, and a shadow or
-            # canary incumbent with the same inputs reuses them
-            features = served.model.prepare(data, allow_extra=allow_extra)
-            scores = await served.batcher.submit(features, self.settings.timeout_s)
+            if routing is None:
+                scores = await served.score(data, allow_extra=allow_extra, timeout=self.settings.timeout_s)
+            else:  # the validated rows are kept: a shadow or incumbent with the same inputs reuses them
+                features = served.model.prepare(data, allow_extra=allow_extra)
+                scores = await served.batcher.submit(features, self.settings.timeout_s)
         except TimeoutError:
             if routing is not None:
                 self.stats.hit(name, routing.revision, served.version, time.perf_counter() - started, error=True)
@@ -161,7 +162,7 @@ class DataPlane:
                     served.version,
                     route,
                     request_id,
-                    features if isinstance(features, pd.DataFrame) else data,
+                    data,
                     names,
                     scores.predictions,
                     scores.probabilities,
