@@ -129,7 +129,7 @@ class Signature:
             return self._validate_tensor(data, first_row)
         columns = self._plain_records(data)
         if columns is not None:  # the common serving case, without building a frame twice
-            return self._frame(columns, len(data))
+            return self.frame(columns, len(data))
         frame = self._to_frame(data)
         problems: list[str] = []
         names = set(map(str, frame.columns))
@@ -153,10 +153,12 @@ class Signature:
                 break
         if problems:
             raise SchemaError(problems)
-        return self._frame(out, len(frame))
+        return self.frame(out, len(frame))
 
-    def _frame(self, columns: dict[str, Any], rows: int) -> pd.DataFrame:
-        """The validated frame: one 2-d block when every input is a float64, else one array per column.
+    def frame(self, columns: dict[str, Any], rows: int) -> pd.DataFrame:
+        """The frame :meth:`validate` returns for already converted ``columns`` (one array per input column).
+
+        One 2-d block when every input is a float64, else one array per column.
 
         The column labels are a plain object index, which pandas builds and compares (when the micro-batcher
         concatenates requests) several times faster than its default string dtype.

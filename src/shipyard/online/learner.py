@@ -392,4 +392,4 @@ def _numeric_frame(signature: Signature, rows: list[Any]) -> pd.DataFrame | None
     columns = _numeric_columns(signature, rows)
     if columns is None:
         return None
-    return pd.DataFrame(dict(zip(signature.column_names, columns, strict=True)), index=pd.RangeIndex(len(rows)))
+    return signature.frame(dict(zip(signature.column_names, columns, strict=True)), len(rows))
