@@ -148,6 +148,7 @@ class PredictionRecorder:
         self._count = 0
         self._dropped = 0
         self._wake = asyncio.Event()
+        self._writing = asyncio.Lock()
 
     def add(self, name: str, version: int, request_id: str, data: Any) -> None:
         """Hold the rows of one answered prediction (called on the event loop; never blocks)."""
@@ -174,11 +175,12 @@ class PredictionRecorder:
                 log.exception("recording predictions for feedback failed; their labels cannot be joined")
 
     async def flush(self) -> None:
-        """Write every held prediction now."""
-        if not self._held:
-            return
-        held, self._held, self._count = self._held, {}, 0
-        await asyncio.to_thread(self._write, held)
+        """Write every held prediction now; returns once they and any write already under way are stored."""
+        async with self._writing:  # a flush that finds nothing held still waits for the one writing them
+            if not self._held:
+                return
+            held, self._held, self._count = self._held, {}, 0
+            await asyncio.to_thread(self._write, held)
 
     def _write(self, held: dict[tuple[str, int], list[tuple[str, Any]]]) -> None:
         for (name, version), rows in held.items():
