@@ -22,10 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,31 +32,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-SHIPYARD = str(Path(sys.executable).parent / "shipyard")
-FEATURES = [f"x{i}" for i in range(10)]
-WRK_SCRIPT = """
-local f = assert(io.open(os.getenv("BODY_FILE"), "rb"))
-wrk.method = "POST"
-wrk.body = f:read("*a")
-f:close()
-wrk.headers["Content-Type"] = "application/json"
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format('WRKJSON {"requests":%d,"duration_us":%d,"non2xx":%d,"errors":%d,' ..
-    '"p50_us":%d,"p99_us":%d}\\n', summary.requests, summary.duration, e.status,
-    e.connect + e.read + e.write + e.timeout, latency:percentile(50), latency:percentile(99)))
-end
-"""
-
-
-def training_data(n: int, seed: int = 0) -> tuple[Any, Any]:
-    import numpy as np
-    import pandas as pd
-
-    rng = np.random.default_rng(seed)
-    X = pd.DataFrame(rng.normal(size=(n, len(FEATURES))).round(6), columns=FEATURES)
-    y = (X["x0"] + 0.5 * X["x1"] - X["x2"] + rng.normal(0, 0.5, n) > 0).astype(int)
-    return X, y
+sys.path.insert(0, str(HERE))
+from _wrk import FEATURES, WRK_SCRIPT, training_data, wrk  # noqa: E402
+from _wrk import start_server as serve_lr  # noqa: E402
 
 
 def register() -> Any:
@@ -74,49 +50,11 @@ def register() -> Any:
     return model
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_server(home: Path, logging_on: bool, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    import httpx
-
-    port = free_port()
+    """``shipyard serve lr`` (one worker, monitor off) with its prediction log on or off."""
     config = workdir / f"serve-{'on' if logging_on else 'off'}.yaml"
     config.write_text(f"logging:\n  enabled: {'true' if logging_on else 'false'}\nmonitoring:\n  enabled: false\n")
-    process = subprocess.Popen(
-        [SHIPYARD, "serve", "lr", "--port", str(port), "--config", str(config), "--log-level", "warning"],
-        env={**os.environ, "SHIPYARD_HOME": str(home)},
-        stdout=(workdir / f"server-{port}.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"the server exited with {process.returncode}: {(workdir / f'server-{port}.log').read_text()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                return process, port
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    sys.exit("the server did not become ready within 60 s")
-
-
-def wrk(port: int, body: Path, script: Path, concurrency: int, duration: int) -> dict[str, Any]:
-    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--timeout", "10s", "-s", str(script),
-               f"http://127.0.0.1:{port}/v1/models/lr/predict"]  # fmt: skip
-    done = subprocess.run(command, env={**os.environ, "BODY_FILE": str(body)}, capture_output=True, text=True,
-                          timeout=duration + 60)  # fmt: skip
-    match = re.search(r"WRKJSON (\{.*\})", done.stdout)
-    if match is None:
-        sys.exit(f"wrk failed ({done.returncode}): {done.stdout[-500:]} {done.stderr[-500:]}")
-    result: dict[str, Any] = json.loads(match.group(1))
-    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
-    return result
+    return serve_lr(home, workdir, config, timeout=60)
 
 
 def throughput(home: Path, workdir: Path, duration: int, rounds: int, concurrency: int) -> dict[str, Any]:

@@ -31,7 +31,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,35 +40,12 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-SHIPYARD = str(Path(sys.executable).parent / "shipyard")
-FEATURES = [f"x{i}" for i in range(10)]
+sys.path.insert(0, str(HERE))
+from _wrk import WRK_SCRIPT, training_data, wrk  # noqa: E402
+from _wrk import start_server as serve_lr  # noqa: E402
+
 MODES = ("pin", "ab", "shadow")
 GOALS = {"ab": 0.95, "shadow": 0.85}
-WRK_SCRIPT = """
-local f = assert(io.open(os.getenv("BODY_FILE"), "rb"))
-wrk.method = "POST"
-wrk.body = f:read("*a")
-f:close()
-wrk.headers["Content-Type"] = "application/json"
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format('WRKJSON {"requests":%d,"duration_us":%d,"non2xx":%d,"errors":%d,' ..
-    '"p50_us":%d,"p99_us":%d}\\n', summary.requests, summary.duration, e.status,
-    e.connect + e.read + e.write + e.timeout, latency:percentile(50), latency:percentile(99)))
-end
-"""
-
-
-def training_data(n: int, seed: int = 0) -> tuple[Any, Any]:
-    import numpy as np
-    import pandas as pd
-
-    rng = np.random.default_rng(seed)
-    X = pd.DataFrame(rng.normal(size=(n, len(FEATURES))).round(6), columns=FEATURES)
-    y = (X["x0"] + 0.5 * X["x1"] - X["x2"] + rng.normal(0, 0.5, n) > 0).astype(int)
-    return X, y
-
-
 def register() -> None:
     """``lr`` versions 1 and 2 (logistic regressions on the same data, different regularisation), production 1."""
     from sklearn.linear_model import LogisticRegression
@@ -96,53 +72,11 @@ def deploy(mode: str) -> str:
     return specs[mode].describe()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_server(home: Path, workdir: Path, workers: int) -> tuple[subprocess.Popen[bytes], int]:
-    import httpx
-
-    port = free_port()
+    """``shipyard serve lr`` with ``workers`` workers and the monitor off (the shadow writes to the log)."""
     config = workdir / "serve.yaml"
-    config.write_text("monitoring:\n  enabled: false\n")  # the prediction log stays on: the shadow writes to it
-    log_path = workdir / f"server-{port}.log"
-    command = [SHIPYARD, "serve", "lr", "--port", str(port), "--workers", str(workers), "--config", str(config)]
-    with log_path.open("wb") as handle:
-        process = subprocess.Popen(
-            [*command, "--log-level", "warning"],
-            env={**os.environ, "SHIPYARD_HOME": str(home)},
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"the server exited with {process.returncode}: {log_path.read_text()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                return process, port
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    process.wait()
-    sys.exit("the server did not become ready within 90 s")
-
-
-def wrk(port: int, body: Path, script: Path, concurrency: int, duration: int) -> dict[str, Any]:
-    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--timeout", "10s", "-s", str(script),
-               f"http://127.0.0.1:{port}/v1/models/lr/predict"]  # fmt: skip
-    done = subprocess.run(command, env={**os.environ, "BODY_FILE": str(body)}, capture_output=True, text=True,
-                          timeout=duration + 60)  # fmt: skip
-    match = re.search(r"WRKJSON (\{.*\})", done.stdout)
-    if match is None:
-        sys.exit(f"wrk failed ({done.returncode}): {done.stdout[-500:]} {done.stderr[-500:]}")
-    result: dict[str, Any] = json.loads(match.group(1))
-    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
-    return result
+    config.write_text("monitoring:\n  enabled: false\n")
+    return serve_lr(home, workdir, config, ["--workers", str(workers)])
 
 
 def split(port: int, body: dict[str, Any], requests: int = 400) -> dict[int, int]:
