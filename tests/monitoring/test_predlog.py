@@ -495,3 +495,43 @@ def test_readers_leave_out_shadow_rows_and_inputs_when_asked(
     assert served["route"].tolist() == ["native", "v2"] and served["amount"].tolist() == [1.5, 1.5]
     bare = log.predictions("fraud", inputs=False, shadow=False)
     assert "amount" not in bare.columns and bare["request_id"].tolist() == ["r1", "r2"]
+
+
+# ---------------------------------------------------------------------- validated float inputs
+def test_validated_float_frames_log_the_same_rows_as_the_records_they_came_from(
+    backend: dict[str, Any], make_logger: Callable[..., PredictionLogger]
+) -> None:
+    """A server hands the logger its validated frame when every input is a float: the log must hold the same
+    values as from the JSON records (ints as floats, a missing value as null), hash and drop the same
+    columns, and mix with requests logged from their records in the same flush."""
+    from shipyard.signature import Signature
+
+    names, types = ["a", "b", "c"], ["float64", "float64", "float64"]
+    signature = Signature.from_dict({"inputs": [{"name": n, "dtype": t} for n, t in zip(names, types, strict=True)]})
+    requests = [
+        [{"a": 1.5, "b": 2, "c": -0.25}],
+        [{"a": 0.1, "b": None, "c": 3.0}, {"a": 7, "b": 8.5, "c": 1e-9}],
+        [{"a": -4.0, "b": 0.0, "c": 2.0}] * 3,
+    ]
+    hidden = {"b": "hash", "c": "drop"}
+    logger = make_logger(sensitive={"m": hidden, "n": hidden}, **backend["settings"])
+    for index, rows in enumerate(requests):
+        features = signature.validate(rows)
+        predictions, probabilities = np.arange(len(rows)), np.full((len(rows), 2), 0.5)
+        # m: always from the validated frame; n: the middle request from its records (mixed in one flush)
+        logger.record("m", 1, "native", f"r{index}", rows, names, predictions, probabilities, 0.001,
+                      input_types=types, features=features)  # fmt: skip
+        logger.record("n", 1, "native", f"r{index}", rows, names, predictions, probabilities, 0.001,
+                      input_types=types, features=None if index == 1 else features)  # fmt: skip
+    logger.close()
+    log = PredictionLog(**backend["reader"])
+    expected_ids = ["r0", "r1/0", "r1/1", "r2/0", "r2/1", "r2/2"]
+    flat = [row for rows in requests for row in rows]
+    for model in ("m", "n"):
+        frame = log.predictions(model).sort_values("request_id", kind="stable")
+        assert frame["request_id"].tolist() == expected_ids
+        assert frame["a"].tolist() == [float(row["a"]) for row in flat]
+        assert [None if pd.isna(v) else v for v in frame["b"]] == [
+            None if row["b"] is None else sha(float(row["b"])) for row in flat
+        ]
+        assert "c" not in frame.columns

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from shipyard.errors import InvalidInput, UntrustedTypes
+from shipyard.flavors._sklearn_arrays import array_twin, numeric_block
 from shipyard.flavors.base import Dumped, Features, Flavor, LoadedModel, class_paths
 from shipyard.flavors.trust import declared_types, untrusted
 
@@ -44,15 +45,37 @@ class SklearnModel(LoadedModel):
             if type(final).__name__ in _ARGMAX_CLASSIFIERS and classes is not None and np.ndim(classes) == 1
             else None
         )
+        self._twin: Any | None = None
+        self._names: list[Any] | None = None
+        self._twin_built = False
+
+    def _scorer(self, features: Features) -> tuple[Any, Features]:
+        """The estimator to call and what to give it: the array twin and the frame's numeric block when the
+        frame allows it (see :mod:`shipyard.flavors._sklearn_arrays`), else the model and the features."""
+        if not self._twin_built:
+            self._twin = array_twin(self.model)
+            names = getattr(self.model, "feature_names_in_", None)
+            self._names = None if names is None else list(names)
+            self._twin_built = True
+        if self._twin is None:
+            return self.model, features
+        block = numeric_block(features, self._names)
+        if block is None:
+            if hasattr(features, "columns") and features.columns.tolist() == self._names:
+                self._twin = None  # the signature's columns are not all numeric: frames every time
+            return self.model, features
+        return self._twin, block
 
     def predict_with_proba(self, features: Features) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]:
         if self._argmax_classes is None:
             return super().predict_with_proba(features)
-        proba = np.asarray(self.model.predict_proba(features))
+        model, given = self._scorer(features)
+        proba = np.asarray(model.predict_proba(given))
         return self._argmax_classes[np.argmax(proba, axis=1)], proba
 
     def predict(self, features: Features) -> np.ndarray[Any, Any]:
-        return np.asarray(self.model.predict(features))
+        model, given = self._scorer(features)
+        return np.asarray(model.predict(given))
 
     @property
     def has_predict_proba(self) -> bool:
@@ -70,7 +93,8 @@ class SklearnModel(LoadedModel):
     def predict_proba(self, features: Features) -> np.ndarray[Any, Any]:
         if not self.has_predict_proba:
             return super().predict_proba(features)
-        return np.asarray(self.model.predict_proba(features))
+        model, given = self._scorer(features)
+        return np.asarray(model.predict_proba(given))
 
     def partial_fit(self, features: Features, targets: Any) -> None:
         if not self.has_partial_fit:
@@ -81,6 +105,7 @@ class SklearnModel(LoadedModel):
             self.model.partial_fit(features, targets, classes=classes)
         else:
             self.model.partial_fit(features, targets)
+        self._twin_built = False  # fitting rebinds the fitted arrays: the twin is rebuilt from the new ones
 
 
 class SklearnFlavor(Flavor):

@@ -26,6 +26,9 @@ log = logging.getLogger("shipyard.monitoring")
 STALE_TMP_SECONDS = 3600.0
 MERGE_PARTS = 256  # an open period's parts are merged early once a stream has this many (e.g. busy feedback)
 DICTIONARY_COLUMNS = ["model", "route"]
+STATISTICS_COLUMNS = ["ts", "model", "version", "route"]  # what readers filter on; the rest only costs time
+PART_COMPRESSION = "snappy"  # flush files are written while serving: cheap to encode (merged segments use zstd)
+SEGMENT_COMPRESSION = "zstd"
 
 
 @dataclass(frozen=True)
@@ -40,15 +43,18 @@ class _File:
     merged: bool  # a segment merged early (or files that failed to merge): early merges start after it
 
 
-def write_file(table: pa.Table, final: Path, *, fsync: bool) -> int:
+def write_file(table: pa.Table, final: Path, *, fsync: bool, compression: str = SEGMENT_COMPRESSION) -> int:
     """Write ``table`` to ``final`` completely or not at all (``.tmp`` then rename); its size in bytes."""
     import pyarrow.parquet as pq
 
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(final.name[: -len(".parquet")] + ".tmp")
+    statistics = [c for c in table.column_names if c in STATISTICS_COLUMNS]
     with open(tmp, "wb") as handle:
         # dictionary pages only where values repeat: on request ids and measured numbers they cost twice the time
-        pq.write_table(table, handle, compression="zstd", use_dictionary=DICTIONARY_COLUMNS)
+        pq.write_table(
+            table, handle, compression=compression, use_dictionary=DICTIONARY_COLUMNS, write_statistics=statistics
+        )
         if fsync:
             handle.flush()
             os.fsync(handle.fileno())
@@ -92,7 +98,7 @@ class ParquetSink:
         seq = next(self._seq)
         stream = _files.stream(kind, version)
         final = _files.day_folder(self.root, kind, model, now) / _files.part_name(self.writer, stream, seq)
-        size = write_file(table, final, fsync=self.fsync or durable)
+        size = write_file(table, final, fsync=self.fsync or durable, compression=PART_COMPRESSION)
         with self._lock:
             self._files.setdefault((kind, model, stream), []).append(
                 _File(seq, seq, int(now // self.rotate_seconds), final, size, merged=False)

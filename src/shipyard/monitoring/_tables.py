@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("shipyard.monitoring")
 
 # model, version, route, request_id, ts (epoch s), data, input names, input dtypes, predictions,
-# probabilities, latency (s), rows
-Entry = tuple[str, int, str, str, float, Any, Sequence[str], Sequence[str] | None, Any, Any, float, int]
+# probabilities, latency (s), rows, the float inputs (rows, inputs) when the data is not kept (or None)
+Entry = tuple[str, int, str, str, float, Any, Sequence[str], Sequence[str] | None, Any, Any, float, int, Any]
 
 
 def input_columns(signature: Mapping[str, Any] | None) -> tuple[list[str], list[str] | None]:
@@ -146,6 +146,102 @@ def input_array(
     return pa.StructArray.from_arrays(children, names=[array.type.field(i).name for i in range(array.type.num_fields)])
 
 
+def float_rows(features: Any, names: Sequence[str], dtypes: Sequence[str] | None) -> np.ndarray[Any, Any] | None:
+    """The float array (rows, inputs) of a validated frame whose columns are ``names``, all floats; else ``None``.
+
+    >>> import pandas as pd
+    >>> float_rows(pd.DataFrame({"a": [1.0], "b": [2.0]}), ["a", "b"], ["float64", "float64"]).tolist()
+    [[1.0, 2.0]]
+    >>> float_rows(pd.DataFrame({"a": [1.0], "b": ["x"]}), ["a", "b"], ["float64", "string"]) is None
+    True
+    """
+    if not names or not dtypes or not all(dtype.startswith("float") for dtype in dtypes):
+        return None
+    columns = getattr(features, "columns", None)
+    if columns is None or columns.tolist() != list(names):
+        return None
+    block = features.to_numpy()
+    return block if block.dtype.kind == "f" else None
+
+
+def float_block(entries: Sequence[Entry]) -> np.ndarray[Any, Any] | None:
+    """The logged float inputs of all ``entries`` (see :func:`float_rows`) stacked column by column: an array
+    of shape (inputs, rows); ``None`` when an entry kept its rows as sent instead.
+
+    >>> block = np.array([[1.0, 3.0], [2.0, 4.0]])
+    >>> entry = ("m", 1, "native", "r", 0.0, None, ["a", "b"], ["float64", "float64"], [0, 1], None, 0.0, 2, block)
+    >>> float_block([entry, entry]).tolist()
+    [[1.0, 2.0, 1.0, 2.0], [3.0, 4.0, 3.0, 4.0]]
+    """
+    columns = []
+    for entry in entries:
+        block = entry[12]
+        if block is None or len(block) != entry[11]:
+            return None
+        columns.append(block.T)  # a validated frame's block is column-major: its transpose is contiguous
+    if len(columns) == 1:
+        return np.ascontiguousarray(columns[0], dtype=np.float64)
+    return np.concatenate(columns, axis=1).astype(np.float64, copy=False)
+
+
+def block_array(
+    block: np.ndarray[Any, Any], names: Sequence[str], sensitive: Mapping[str, str]
+) -> pa.StructArray | None:
+    """One struct per row of a :func:`float_block` (one row of ``block`` per input ``names``), sensitive
+    columns hashed or dropped; NaN (a missing value) is logged as null, as from records. ``None``: nothing
+    to log."""
+    import pyarrow as pa
+
+    children, fields = [], []
+    for index, name in enumerate(names):
+        how = sensitive.get(name)
+        if how == "drop":
+            continue
+        column = pa.array(block[index], type=pa.float64(), from_pandas=True)
+        if how == "hash":
+            column = pa.array([None if v is None else sha256_text(v) for v in column.to_pylist()], type=pa.string())
+        children.append(column)
+        fields.append(name)
+    if not children:
+        return None
+    return pa.StructArray.from_arrays(children, names=fields)
+
+
+def request_id_array(ids: Sequence[str], counts: np.ndarray[Any, Any]) -> pa.Array:
+    """The row ids of requests ``ids`` of ``counts`` rows each (see :func:`row_ids`), built by Arrow kernels.
+
+    >>> request_id_array(["a", "b"], np.array([1, 3])).to_pylist()
+    ['a', 'b/0', 'b/1', 'b/2']
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    given = pa.array(ids, type=pa.string())
+    if bool((counts == 1).all()):
+        return given
+    owner = np.repeat(np.arange(len(ids)), counts)
+    repeated = given.take(pa.array(owner))
+    position = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    numbered = pc.binary_join_element_wise(repeated, pc.cast(pa.array(position), pa.string()), "/")
+    return pc.if_else(pa.array(np.repeat(counts == 1, counts)), repeated, numbered)
+
+
+def repeated_strings(values: Sequence[str], counts: np.ndarray[Any, Any]) -> pa.Array:
+    """``values[i]`` repeated ``counts[i]`` times, as one string array (built from the distinct values).
+
+    >>> repeated_strings(["x", "y", "x"], np.array([2, 1, 1])).to_pylist()
+    ['x', 'x', 'y', 'x']
+    """
+    import pyarrow as pa
+
+    distinct = list(dict.fromkeys(values))
+    if len(distinct) == 1:
+        return pa.repeat(pa.scalar(distinct[0], pa.string()), int(counts.sum()))
+    codes = {value: code for code, value in enumerate(distinct)}
+    indices = np.repeat(np.fromiter((codes[v] for v in values), dtype=np.int32, count=len(values)), counts)
+    return pa.array(distinct, type=pa.string()).take(pa.array(indices))
+
+
 def _plain_kind(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     kind = values.dtype.kind
     if kind == "f":
@@ -205,30 +301,27 @@ def prediction_table(entries: Sequence[Entry], sensitive: Mapping[str, str] | No
 
     counts = np.fromiter((e[11] for e in entries), dtype=np.int64, count=len(entries))
     total = int(counts.sum())
-    request_ids: list[str] = []
-    rows: list[Any] = []
     names, dtypes = entries[0][6], entries[0][7]
-    for entry in entries:
-        count = entry[11]
-        if count == 1:
-            request_ids.append(entry[3])
-        else:
-            request_ids.extend(row_ids(entry[3], count))
-        if names:
-            got = _rows(entry[5], names)
-            rows.extend(got if len(got) == count else [None] * count)
+    block = float_block(entries) if names else None
+    rows: list[Any] = []
+    if names and block is None:
+        for entry in entries:
+            got = _rows(entry[5] if entry[12] is None else entry[12], names)  # some kept their rows as sent
+            rows.extend(got if len(got) == entry[11] else [None] * entry[11])
     stamps = np.repeat(np.fromiter((e[4] for e in entries), dtype=np.float64, count=len(entries)), counts)
     latency = np.repeat(np.fromiter((e[10] for e in entries), dtype=np.float64, count=len(entries)) * 1000.0, counts)
-    routes = np.repeat(np.array([e[2] for e in entries], dtype=object), counts)
     columns: dict[str, pa.Array] = {
-        "request_id": pa.array(request_ids, type=pa.string()),
+        "request_id": request_id_array([e[3] for e in entries], counts),
         "ts": pa.array((stamps * 1e6).astype(np.int64), type=pa.timestamp("us", tz="UTC")),
         "model": pa.repeat(pa.scalar(entries[0][0], pa.string()), total),
         "version": pa.repeat(pa.scalar(entries[0][1], pa.int32()), total),
-        "route": pa.array(routes, type=pa.string()),
+        "route": repeated_strings([e[2] for e in entries], counts),
         "latency_ms": pa.array(latency, type=pa.float64()),
     }
-    inputs = input_array(rows, names, dtypes, sensitive or {}) if names else None
+    if block is not None:
+        inputs = block_array(block, names, sensitive or {})
+    else:
+        inputs = input_array(rows, names, dtypes, sensitive or {}) if names else None
     if inputs is not None:
         columns["input"] = inputs
     columns["prediction"] = _prediction_array(entries)

@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from shipyard.monitoring._tables import Entry, input_columns, label_table, prediction_table
+from shipyard.monitoring._tables import Entry, float_rows, input_columns, label_table, prediction_table
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -179,17 +179,23 @@ class PredictionLogger:
         latency_s: float,
         *,
         input_types: Sequence[str] | None = None,
+        features: Any | None = None,
     ) -> None:
         """Hold one answered request for the writer (on the event loop: no copy, no I/O, never blocks).
 
         ``data`` is the request's rows as the route got them (records, columns, rows of values, a frame or
         an array); rows given as lists of values are named by ``input_names`` (typed by ``input_types``,
-        the signature's dtypes, when given).
+        the signature's dtypes, when given). ``features``, the rows as the signature validated them (a
+        frame with the ``input_names`` columns), is logged instead when every input is a float: only its
+        float array is held (not the request's many small objects, which the garbage collector would
+        otherwise walk again and again until the flush), and the writer stacks arrays instead of converting
+        values one by one.
         """
         rows = len(predictions)
+        block = float_rows(features, input_names, input_types) if features is not None else None
         entry: Entry = (
-            model, version, route, request_id, time.time(), data, input_names, input_types,
-            predictions, probabilities, latency_s, rows,
+            model, version, route, request_id, time.time(), None if block is not None else data, input_names,
+            input_types, predictions, probabilities, latency_s, rows, block,
         )  # fmt: skip
         with self._lock:
             if self._closed or self._held + rows > self._capacity:

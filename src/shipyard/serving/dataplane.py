@@ -127,11 +127,9 @@ class DataPlane:
         started = time.perf_counter()
         features = None
         try:
-            if routing is None:
-                scores = await served.score(data, allow_extra=allow_extra, timeout=self.settings.timeout_s)
-            else:  # the validated rows are kept: a shadow or incumbent with the same inputs reuses them
-                features = served.model.prepare(data, allow_extra=allow_extra)
-                scores = await served.batcher.submit(features, self.settings.timeout_s)
+            # the validated rows are kept: a shadow or incumbent with the same inputs and the log reuse them
+            features = served.model.prepare(data, allow_extra=allow_extra)
+            scores = await served.batcher.submit(features, self.settings.timeout_s)
         except TimeoutError:
             if routing is not None:
                 self.stats.hit(name, routing.revision, served.version, time.perf_counter() - started, error=True)
@@ -168,6 +166,7 @@ class DataPlane:
                     scores.probabilities,
                     time.perf_counter() - started,
                     input_types=dtypes,
+                    features=features,
                 )
             except Exception:  # the answer is ready: logging it must never fail the request
                 _log.exception("could not log request %s of %s", request_id, served.info.ref)

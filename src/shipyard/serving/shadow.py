@@ -172,6 +172,7 @@ class Background:
             scores.probabilities,
             seconds,
             input_types=dtypes,
+            features=job.features,
         )
 
     def _failed(self, name: str, job: Job, exc: BaseException) -> None:
