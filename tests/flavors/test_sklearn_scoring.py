@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.datasets import make_classification
@@ -40,3 +44,48 @@ def test_predict_with_proba_matches_separate_calls(estimator: object, n_classes:
     predictions, probabilities = model.predict_with_proba(X)
     np.testing.assert_array_equal(predictions, model.model.predict(X))
     np.testing.assert_allclose(probabilities, model.model.predict_proba(X))
+
+
+def _named(X: np.ndarray, prefix: str = "f") -> pd.DataFrame:
+    return pd.DataFrame(X, columns=[f"{prefix}{i}" for i in range(X.shape[1])])
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: LogisticRegression(),
+        lambda: make_pipeline(StandardScaler(), LogisticRegression()),
+        lambda: make_pipeline(StandardScaler().set_output(transform="pandas"), LogisticRegression()),
+        lambda: RandomForestClassifier(n_estimators=10, random_state=0),
+        lambda: HistGradientBoostingClassifier(max_iter=10),
+        lambda: CalibratedClassifierCV(LogisticRegression(), ensemble=True),  # sub-estimators know the names
+        lambda: _column_transformer(),  # selects columns by name: must keep getting frames
+    ],
+    ids=["logreg", "pipeline", "pandas-output", "forest", "hgb", "calibrated", "column-transformer"],
+)
+def test_a_model_scored_through_shipyard_gives_what_the_estimator_gives_on_the_frame(home: object, build: Any) -> None:
+    """Loaded models may score validated numeric frames as plain arrays; the numbers must not change, for
+    estimators that take arrays and for those that must keep frames, and nothing may warn."""
+    import shipyard
+
+    X, y = make_classification(n_samples=400, n_features=5, n_informative=3, random_state=2)
+    frame = _named(X)
+    estimator = build().fit(frame, y)
+    shipyard.register(estimator, "m", X=frame, y=y)
+    loaded = shipyard.load("m:1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an estimator given an array where it learned names would warn
+        _same_answers(loaded, estimator, frame)
+
+
+def _same_answers(loaded: Any, estimator: Any, frame: pd.DataFrame) -> None:
+    assert np.array_equal(loaded.predict_proba(frame), estimator.predict_proba(frame))
+    assert np.array_equal(loaded.predict(frame.to_dict("records")), estimator.predict(frame))
+    assert np.array_equal(loaded.predict(frame[::-1].reset_index(drop=True)), estimator.predict(frame[::-1]))
+
+
+def _column_transformer() -> object:
+    from sklearn.compose import ColumnTransformer
+
+    scale = ColumnTransformer([("scaled", StandardScaler(), ["f0", "f3"])], remainder="drop")
+    return make_pipeline(scale, LogisticRegression())

@@ -35,14 +35,21 @@ __all__ = ["array_twin", "numeric_block"]
 _NAMED_ATTRIBUTES = ("feature_names_in_",)
 
 
-def _holds_named_estimators(estimator: Any) -> bool:
-    """Whether a fitted attribute of ``estimator`` is an estimator (or list of them) that knows column names."""
+def _holds_named_estimators(estimator: Any, depth: int = 3) -> bool:
+    """Whether an object fitted inside ``estimator`` (an estimator, a list of them, a calibrator holding one,
+    up to ``depth`` levels down) knows column names: it would warn, or fail, when given an array."""
+    if depth == 0:
+        return False
     for value in vars(estimator).values():
-        items = value if isinstance(value, (list, tuple)) else [value]
-        if isinstance(value, np.ndarray) and value.dtype == object:
-            items = list(value.ravel()[:1])  # e.g. a gradient boosting's trees: all alike, one tells
-        for item in items:
-            if hasattr(item, "get_params") and hasattr(item, "feature_names_in_"):
+        items: list[Any] = list(value) if isinstance(value, (list, tuple)) else [value]
+        if isinstance(value, dict):
+            items = list(value.values())
+        if isinstance(value, np.ndarray):
+            items = list(value.ravel()[:1]) if value.dtype == object else []  # e.g. boosted trees: one tells
+        for item in items[:64]:
+            if not hasattr(item, "__dict__") or isinstance(item, type):
+                continue
+            if hasattr(item, "feature_names_in_") or _holds_named_estimators(item, depth - 1):
                 return True
     return False
 
