@@ -117,18 +117,26 @@ class Signature:
 
     # ------------------------------------------------------------------ checking
     def validate(
-        self, data: Any, *, allow_extra: bool = False, first_row: int = 0
+        self, data: Any, *, allow_extra: bool = False, first_row: int = 0, as_array: bool = False
     ) -> pd.DataFrame | np.ndarray[Any, Any]:
         """Return ``data`` shaped and typed as the model expects, or raise ``SchemaError``.
 
         Columnar signatures give a DataFrame with the training columns in training order; extra
         columns are an error unless ``allow_extra`` is true, in which case they are dropped.
-        Rows are numbered from ``first_row`` in messages (for data read in chunks).
+        Rows are numbered from ``first_row`` in messages (for data read in chunks). With ``as_array``
+        and only float64 inputs, the same values come as one float64 array (rows, inputs) instead of a
+        frame (what a server hands to models that score arrays: no frame is built at all).
+
+        >>> sig = Signature.infer(pd.DataFrame({"a": [1.0], "b": [2.0]}))
+        >>> sig.validate([{"a": 3, "b": 4.5}], as_array=True).tolist()
+        [[3.0, 4.5]]
         """
         if self.tensor is not None:
             return self._validate_tensor(data, first_row)
         columns = self._plain_records(data)
         if columns is not None:  # the common serving case, without building a frame twice
+            if as_array and self.all_float:
+                return self.block(columns, len(data))
             return self.frame(columns, len(data))
         frame = self._to_frame(data)
         problems: list[str] = []
@@ -153,7 +161,21 @@ class Signature:
                 break
         if problems:
             raise SchemaError(problems)
+        if as_array and self.all_float:
+            return self.block(out, len(frame))
         return self.frame(out, len(frame))
+
+    @property
+    def all_float(self) -> bool:
+        """Whether there are input columns and every one is a float64 (such rows fit one float array)."""
+        return bool(self.inputs) and all(spec.dtype == "float64" for spec in self.inputs)
+
+    def block(self, columns: dict[str, Any], rows: int) -> np.ndarray[Any, Any]:
+        """The float64 array (rows, inputs) of already converted float ``columns``, in training order."""
+        block = np.empty((rows, len(self.inputs)), dtype=np.float64)
+        for index, spec in enumerate(self.inputs):
+            block[:, index] = columns[spec.name]
+        return block
 
     def frame(self, columns: dict[str, Any], rows: int) -> pd.DataFrame:
         """The frame :meth:`validate` returns for already converted ``columns`` (one array per input column).

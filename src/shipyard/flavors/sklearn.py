@@ -49,16 +49,27 @@ class SklearnModel(LoadedModel):
         self._names: list[Any] | None = None
         self._twin_built = False
 
-    def _scorer(self, features: Features) -> tuple[Any, Features]:
-        """The estimator to call and what to give it: the array twin and the frame's numeric block when the
-        frame allows it (see :mod:`shipyard.flavors._sklearn_arrays`), else the model and the features."""
+    @property
+    def takes_arrays(self) -> bool:
+        """Whether plain arrays in training column order score exactly as frames do (no names needed)."""
+        self._build_twin()
+        return self._twin is not None
+
+    def _build_twin(self) -> None:
         if not self._twin_built:
             self._twin = array_twin(self.model)
             names = getattr(self.model, "feature_names_in_", None)
             self._names = None if names is None else list(names)
             self._twin_built = True
+
+    def _scorer(self, features: Features) -> tuple[Any, Features]:
+        """The estimator to call and what to give it: the array twin and the frame's numeric block when the
+        frame allows it (see :mod:`shipyard.flavors._sklearn_arrays`), else the model and the features."""
+        self._build_twin()
         if self._twin is None:
             return self.model, features
+        if isinstance(features, np.ndarray):
+            return self._twin, features
         block = numeric_block(features, self._names)
         if block is None:
             if hasattr(features, "columns") and features.columns.tolist() == self._names:

@@ -157,6 +157,9 @@ def float_rows(features: Any, names: Sequence[str], dtypes: Sequence[str] | None
     """
     if not names or not dtypes or not all(dtype.startswith("float") for dtype in dtypes):
         return None
+    if isinstance(features, np.ndarray):  # validated as an array already (see ``Model.features``)
+        fits = features.ndim == 2 and features.shape[1] == len(names) and features.dtype.kind == "f"
+        return features if fits else None
     columns = getattr(features, "columns", None)
     if columns is None or columns.tolist() != list(names):
         return None

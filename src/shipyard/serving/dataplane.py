@@ -128,7 +128,7 @@ class DataPlane:
         features = None
         try:
             # the validated rows are kept: a shadow or incumbent with the same inputs and the log reuse them
-            features = served.model.prepare(data, allow_extra=allow_extra)
+            features = served.model.features(data, allow_extra=allow_extra)
             scores = await served.batcher.submit(features, self.settings.timeout_s)
         except TimeoutError:
             if routing is not None:

@@ -80,7 +80,7 @@ class ServedModel:
         """
         example = self.info.input_example
         if example:
-            features = self.model.prepare(example[:1])
+            features = self.model.features(example[:1])
             for _ in range(3):
                 started = time.perf_counter()
                 self._score(features)
@@ -88,7 +88,7 @@ class ServedModel:
 
     def score(self, data: Any, *, allow_extra: bool = False, timeout: float | None = None) -> asyncio.Future[Scores]:
         """Validate ``data`` against the signature and queue it on the batcher; the future gets the scores."""
-        features = self.model.prepare(data, allow_extra=allow_extra)
+        features = self.model.features(data, allow_extra=allow_extra)
         return self.batcher.submit(features, timeout)
 
     def close(self) -> None:
@@ -307,7 +307,10 @@ class ModelRepository:
         shares = frozenset(
             version
             for version, model in served.items()
-            if again is not None and _inputs(model) is not None and _inputs(model) == _inputs(again)
+            if again is not None
+            and _inputs(model) is not None
+            and _inputs(model) == _inputs(again)
+            and model.model.takes_arrays == again.model.takes_arrays  # the same form of validated rows
         )
         route = Route(revision, spec, table, served, frozenset(strip), shadow, spec.sample, incumbent, shares)
         return revision, route, route.primary, None
