@@ -82,6 +82,11 @@ def _same_answers(loaded: Any, estimator: Any, frame: pd.DataFrame) -> None:
     assert np.array_equal(loaded.predict_proba(frame), estimator.predict_proba(frame))
     assert np.array_equal(loaded.predict(frame.to_dict("records")), estimator.predict(frame))
     assert np.array_equal(loaded.predict(frame[::-1].reset_index(drop=True)), estimator.predict(frame[::-1]))
+    served = loaded.features(frame.to_dict("records"))  # what a server scores: an array where the model takes one
+    assert isinstance(served, np.ndarray) == loaded.takes_arrays
+    predictions, probabilities = loaded.loaded.predict_with_proba(served)
+    assert np.array_equal(predictions, estimator.predict(frame))
+    assert np.array_equal(probabilities, estimator.predict_proba(frame))
 
 
 def _column_transformer() -> object:
