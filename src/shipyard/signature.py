@@ -171,8 +171,12 @@ class Signature:
         return bool(self.inputs) and all(spec.dtype == "float64" for spec in self.inputs)
 
     def block(self, columns: dict[str, Any], rows: int) -> np.ndarray[Any, Any]:
-        """The float64 array (rows, inputs) of already converted float ``columns``, in training order."""
-        block = np.empty((rows, len(self.inputs)), dtype=np.float64)
+        """The float64 array (rows, inputs) of already converted float ``columns``, in training order.
+
+        Column-major, as pandas lays out the frame's block: a model then sums in the same order, so the
+        array scores to the last bit as the frame does.
+        """
+        block = np.empty((rows, len(self.inputs)), dtype=np.float64, order="F")
         for index, spec in enumerate(self.inputs):
             block[:, index] = columns[spec.name]
         return block

@@ -63,7 +63,12 @@ def _concat(parts: list[Features]) -> Features:
     frames = [p for p in parts if isinstance(p, pd.DataFrame)]
     if len(frames) == len(parts):
         return pd.concat(frames, ignore_index=True)
-    return np.concatenate([np.asarray(p) for p in parts])
+    arrays = [np.asarray(p) for p in parts]
+    if all(a.ndim == 2 and a.flags.f_contiguous for a in arrays):  # validated float rows: keep their layout
+        rows = sum(len(a) for a in arrays)
+        out = np.empty((rows, arrays[0].shape[1]), dtype=np.result_type(*arrays), order="F")
+        return np.concatenate(arrays, out=out)
+    return np.concatenate(arrays)
 
 
 def _expire(future: asyncio.Future[Scores]) -> None:
