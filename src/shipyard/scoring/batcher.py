@@ -57,7 +57,8 @@ class _Pending:
     queued_at: float
 
 
-def _concat(parts: list[Features]) -> Features:
+def concat_features(parts: list[Features]) -> Features:
+    """Validated rows of several requests (of one model) as one block, in order: what one model call scores."""
     if len(parts) == 1:
         return parts[0]
     frames = [p for p in parts if isinstance(p, pd.DataFrame)]
@@ -202,7 +203,7 @@ class MicroBatcher:
         return batch
 
     def _score_batch(self, batch: list[_Pending]) -> Scores:
-        return self._score(_concat([item.features for item in batch]))
+        return self._score(concat_features([item.features for item in batch]))
 
     async def _score_one_by_one(self, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()

@@ -22,13 +22,13 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from shipyard.rollouts.stats import ReplicaStats
-from shipyard.scoring.batcher import Scores
+from shipyard.scoring.batcher import Scores, concat_features
 
 if TYPE_CHECKING:
     from shipyard.monitoring.predlog import PredictionLogger
@@ -116,35 +116,53 @@ class Background:
             jobs = [await queue.get()]
             while len(jobs) < self.batch_jobs and not queue.empty():
                 jobs.append(queue.get_nowait())
-            started = time.perf_counter()
-            futures: list[asyncio.Future[Scores] | None] = []
-            for job in jobs:
+            await self._score_jobs(name, jobs)
+
+    async def _score_jobs(self, name: str, jobs: list[Job]) -> None:
+        """Score ``jobs`` with as few model calls as possible and finish each one.
+
+        Jobs that carry the primary's validated rows are stacked into one submission per target (one
+        future, one batcher entry); the others are validated and submitted one by one. If a stacked call
+        fails, its jobs are scored again one by one, so one bad row costs only its own job.
+        """
+        started = time.perf_counter()
+        calls: list[tuple[list[int], asyncio.Future[Scores]]] = []  # the jobs (indexes) each call scores
+        stacked: dict[int, list[int]] = {}
+        for index, job in enumerate(jobs):
+            if job.features is not None:
+                stacked.setdefault(id(job.target), []).append(index)
+                continue
+            try:
+                calls.append(([index], job.target.score(job.data, allow_extra=job.allow_extra, timeout=self.timeout_s)))
+            except Exception as exc:  # the rows do not fit the target's signature
+                self._failed(name, job, exc)
+        for indexes in stacked.values():
+            features = concat_features([jobs[i].features for i in indexes])
+            calls.append((indexes, jobs[indexes[0]].target.batcher.submit(features, self.timeout_s)))
+        finished: dict[int, float] = {}  # each call's latency: submit to its scores, as the primary's
+        for number, (_, future) in enumerate(calls):
+            future.add_done_callback(functools.partial(_mark_done, finished, number))
+        results = await asyncio.gather(*(future for _, future in calls), return_exceptions=True)
+        retry: list[Job] = []
+        for number, ((indexes, _), result) in enumerate(zip(calls, results, strict=True)):
+            if isinstance(result, BaseException):
+                if len(indexes) > 1 and not isinstance(result, TimeoutError):
+                    retry.extend(replace(jobs[i], features=None) for i in indexes)
+                else:
+                    self._failed(name, jobs[indexes[0]], result)
+                continue
+            seconds = finished.get(number, time.perf_counter()) - started
+            start = 0
+            for i in indexes:
+                job = jobs[i]
+                rows = len(job.features) if len(indexes) > 1 else len(result.predictions)
                 try:
-                    if job.features is not None:
-                        futures.append(job.target.batcher.submit(job.features, self.timeout_s))
-                    else:
-                        futures.append(job.target.score(job.data, allow_extra=job.allow_extra, timeout=self.timeout_s))
-                except Exception as exc:  # the rows do not fit the target's signature
-                    self._failed(name, job, exc)
-                    futures.append(None)
-            finished: dict[int, float] = {}  # each job's own latency: submit to its scores, as the primary's
-            for index, future in enumerate(futures):
-                if future is not None:
-                    future.add_done_callback(functools.partial(_mark_done, finished, index))
-            results = await asyncio.gather(*(f for f in futures if f is not None), return_exceptions=True)
-            answers = iter(results)
-            for index, (job, future) in enumerate(zip(jobs, futures, strict=True)):
-                if future is None:
-                    continue
-                result = next(answers)
-                if isinstance(result, BaseException):
-                    self._failed(name, job, result)
-                    continue
-                seconds = finished.get(index, time.perf_counter()) - started
-                try:
-                    self._finish(name, job, result, seconds)
+                    self._finish(name, job, result.slice(start, start + rows) if len(indexes) > 1 else result, seconds)
                 except Exception as exc:
                     self._failed(name, job, exc)
+                start += rows
+        if retry:
+            await self._score_jobs(name, retry)
 
     def _finish(self, name: str, job: Job, scores: Scores, seconds: float) -> None:
         self.done[name] = self.done.get(name, 0) + 1
