@@ -27,10 +27,12 @@ flush files into one segment and deletes files past ``max_age_hours`` or beyond 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -56,6 +58,35 @@ class _Sink(Protocol):
     def compact(self, now: float | None = None, *, everything: bool = False) -> int: ...
     def expire(self, now: float | None = None) -> int: ...
     def close(self) -> None: ...
+
+
+FLUSH_SWITCH_INTERVAL_S = 0.0005
+_switching = threading.Lock()
+_switching_users = [0, 0.0]  # flushes under way, the interval to restore
+
+
+@contextlib.contextmanager
+def quick_handovers() -> Iterator[None]:
+    """Shorten the interpreter's switch interval while a flush runs (restored after the last one ends).
+
+    Under load the event loop holds the GIL nearly all the time. Building and writing a log table makes
+    many native calls that release the GIL, and after each one the writer waits up to the switch interval
+    (5 ms by default) to get it back: a flush of 100,000 rows then took seconds instead of tens of
+    milliseconds, and the buffer overflowed. Shortening it for the whole process would slow the server's
+    other hand-overs (its model threads) all the time, so it is only shortened during flushes.
+    """
+    with _switching:
+        if _switching_users[0] == 0:
+            _switching_users[1] = sys.getswitchinterval()
+            sys.setswitchinterval(FLUSH_SWITCH_INTERVAL_S)
+        _switching_users[0] += 1
+    try:
+        yield
+    finally:
+        with _switching:
+            _switching_users[0] -= 1
+            if _switching_users[0] == 0:
+                sys.setswitchinterval(_switching_users[1])
 
 
 def log_root(settings: LogSettings, home: Path) -> Path:
@@ -291,7 +322,7 @@ class PredictionLogger:
         for entry in pending:
             groups.setdefault((entry[0], entry[1]), []).append(entry)
         written = 0
-        with self._write_lock:
+        with self._write_lock, quick_handovers():
             for (model, version), entries in groups.items():
                 rows = sum(e[11] for e in entries)
                 try:
