@@ -708,7 +708,9 @@ def _open_writer(target: FileTarget, path: Path, schema: pa.Schema) -> Any:
     from pyarrow import csv as pacsv
 
     if target.format == "parquet":
-        return pq.ParquetWriter(path, schema, use_dictionary=_dictionary_columns(schema))
+        return pq.ParquetWriter(
+            path, schema, use_dictionary=_dictionary_columns(schema), compression=_compression(schema)
+        )
     return pacsv.CSVWriter(path, schema)
 
 
@@ -739,6 +741,21 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
         or pa.types.is_boolean(f.type)
         or pa.types.is_dictionary(f.type)
     ]
+
+
+def _compression(schema: pa.Schema) -> str | dict[str, str]:
+    """Snappy for every column but the floating-point ones, which are stored uncompressed.
+
+    Probabilities and other scores are random floats that Snappy cannot shrink: compressing them costs
+    about a fifth of their writing time and saves nothing. (Parquet names the columns of nested types
+    by their leaves, so a schema with any nested column gets Snappy throughout.)
+
+    >>> _compression(pa.schema([("id", pa.int64()), ("proba_1", pa.float64())]))
+    {'id': 'snappy', 'proba_1': 'none'}
+    """
+    if any(pa.types.is_nested(f.type) for f in schema):
+        return "snappy"
+    return {f.name: "none" if pa.types.is_floating(f.type) else "snappy" for f in schema}
 
 
 def _part_schema(path: Path) -> pa.Schema:
