@@ -94,3 +94,20 @@ def _column_transformer() -> object:
 
     scale = ColumnTransformer([("scaled", StandardScaler(), ["f0", "f3"])], remainder="drop")
     return make_pipeline(scale, LogisticRegression())
+
+
+def test_a_missing_value_still_reaches_the_estimators_own_check(home: object) -> None:
+    """Finite arrays skip scikit-learn's finiteness check (shipyard checked them); a NaN must still be refused by
+    an estimator that cannot take it, and scored by one that can, exactly as on the frame."""
+    import shipyard
+
+    X, y = make_classification(n_samples=200, n_features=4, n_informative=2, random_state=0)
+    frame = _named(X)
+    for name, estimator in (("lr", LogisticRegression()), ("hgb", HistGradientBoostingClassifier(max_iter=5))):
+        shipyard.register(estimator.fit(frame, y), name, X=frame, y=y)
+    gap = frame.head(2).copy()
+    gap.iloc[0, 1] = np.nan
+    lr, hgb = shipyard.load("lr:1"), shipyard.load("hgb:1")
+    with pytest.raises(ValueError, match="NaN"):
+        lr.loaded.predict(lr.features(gap))
+    assert np.array_equal(hgb.loaded.predict_proba(hgb.features(gap)), hgb.raw.predict_proba(gap))
