@@ -91,3 +91,18 @@ def wrk(port: int, body: Path, script: Path, concurrency: int, duration: int) ->
     result: dict[str, Any] = json.loads(match.group(1))
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
     return result
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by the server process and its workers."""
+    import psutil
+
+    process = psutil.Process(pid)
+    total = 0.0
+    for one in [process, *process.children(recursive=True)]:
+        try:
+            times = one.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total

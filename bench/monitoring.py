@@ -8,7 +8,9 @@ Run by hand (not in CI), on a quiet machine, with ``wrk`` installed (``apt-get i
    prediction log off and on (default settings: Parquet under the scratch home, 1 s flushes), driven by wrk at
    concurrency 64 with 1-row and 100-row requests. The rounds alternate off/on so drift of the machine hits
    both; the best round of each is kept. Printed: requests/s, rows/s, p50 and p99 per mode, and the ratio
-   on/off (goal >= 0.9). After each "on" run the log is read back: every answered row must be in it.
+   on/off (goal >= 0.9); also the server's CPU time per request (the least of the rounds) and its ratio off/on,
+   which a noisy machine moves much less than requests/s. After each "on" run the log is read back: every
+   answered row must be in it.
 2. Drift: ``--rows`` rows written by :class:`PredictionLogger` (10 numeric features, predictions and
    probabilities of the model), read back with ``PredictionLog.predictions`` and checked with
    ``drift_report`` against the version's reference profile. Printed: the read time and the
@@ -33,7 +35,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _wrk import FEATURES, WRK_SCRIPT, training_data, wrk  # noqa: E402
+from _wrk import FEATURES, WRK_SCRIPT, cpu_seconds, training_data, wrk  # noqa: E402
 from _wrk import start_server as serve_lr  # noqa: E402
 
 
@@ -69,6 +71,7 @@ def throughput(home: Path, workdir: Path, duration: int, rounds: int, concurrenc
         bodies[rows] = workdir / f"rows{rows}.json"
         bodies[rows].write_text(json.dumps({"instances": X.head(rows).to_dict("records")}))
     best: dict[tuple[str, int], dict[str, Any]] = {}
+    cpu_min: dict[tuple[str, int], float] = {}  # least server CPU per request of each (mode, rows) over the rounds
     for round_ in range(rounds):
         for mode in ("off", "on"):
             logs = home / "logs"
@@ -76,7 +79,12 @@ def throughput(home: Path, workdir: Path, duration: int, rounds: int, concurrenc
             process, port = start_server(home, mode == "on", workdir)
             try:
                 wrk(port, bodies[1], script, 8, 2)  # warm-up, not counted
-                results = {rows: wrk(port, bodies[rows], script, concurrency, duration) for rows in (1, 100)}
+                results = {}
+                for rows in (1, 100):
+                    before = cpu_seconds(process.pid)
+                    results[rows] = wrk(port, bodies[rows], script, concurrency, duration)
+                    used = cpu_seconds(process.pid) - before
+                    results[rows]["cpu_ms_per_request"] = used * 1000 / max(1, results[rows]["requests"])
             finally:
                 process.send_signal(signal.SIGTERM)
                 process.wait(timeout=60)
@@ -84,10 +92,12 @@ def throughput(home: Path, workdir: Path, duration: int, rounds: int, concurrenc
                 if result["non2xx"] or result["errors"]:
                     print(f"warning: {mode} {rows} rows: {result['non2xx']} non-2xx, {result['errors']} errors")
                 print(f"round {round_ + 1} logging {mode:3} {rows:3} rows/request: {result['rps']:8.0f} req/s "
-                      f"p50 {result['p50_us'] / 1000:6.2f} ms p99 {result['p99_us'] / 1000:6.2f} ms")  # fmt: skip
+                      f"p50 {result['p50_us'] / 1000:6.2f} ms p99 {result['p99_us'] / 1000:6.2f} ms, "
+                      f"{result['cpu_ms_per_request']:.3f} CPU ms/request")  # fmt: skip
                 key = (mode, rows)
                 if key not in best or result["rps"] > best[key]["rps"]:
                     best[key] = result
+                cpu_min[key] = min(result["cpu_ms_per_request"], cpu_min.get(key, float("inf")))
             if mode == "on":
                 answered = sum(r["requests"] * rows for rows, r in results.items())  # wrk's count, warm-up aside
                 logged = len(PredictionLog(logs).predictions("lr"))
@@ -97,11 +107,16 @@ def throughput(home: Path, workdir: Path, duration: int, rounds: int, concurrenc
     for rows in (1, 100):
         off, on = best[("off", rows)], best[("on", rows)]
         ratio = on["rps"] / off["rps"]
+        cpu_off, cpu_on = cpu_min[("off", rows)], cpu_min[("on", rows)]
         summary[f"rows{rows}"] = {"off_rps": off["rps"], "on_rps": on["rps"], "ratio": ratio,
-                                  "off_p99_ms": off["p99_us"] / 1000, "on_p99_ms": on["p99_us"] / 1000}  # fmt: skip
+                                  "off_p99_ms": off["p99_us"] / 1000, "on_p99_ms": on["p99_us"] / 1000,
+                                  "off_cpu_ms": cpu_off, "on_cpu_ms": cpu_on,
+                                  "cpu_ratio": cpu_off / cpu_on}  # fmt: skip
         verdict = "meets" if ratio >= 0.9 else "MISSES"
         print(f"{rows:3} rows/request, concurrency {concurrency}: logging on/off = {on['rps']:.0f}/{off['rps']:.0f} "
-              f"req/s = {ratio:.3f} ({verdict} the 0.9 goal; {on['rps'] * rows:.0f} rows/s logged)")  # fmt: skip
+              f"req/s = {ratio:.3f} ({verdict} the 0.9 goal; {on['rps'] * rows:.0f} rows/s logged); CPU per request "
+              f"{cpu_off:.3f}/{cpu_on:.3f} ms = {cpu_off / cpu_on:.3f} (the ratio a CPU-bound server would see on a "
+              "quiet machine)")  # fmt: skip
     return summary
 
 

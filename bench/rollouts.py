@@ -41,7 +41,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _wrk import WRK_SCRIPT, training_data, wrk  # noqa: E402
+from _wrk import WRK_SCRIPT, cpu_seconds, training_data, wrk  # noqa: E402
 from _wrk import start_server as serve_lr  # noqa: E402
 
 MODES = ("pin", "ab", "shadow")
@@ -108,21 +108,6 @@ def routes(logs: Path) -> dict[str, int]:
     table = PredictionLog(logs).query("lr", "SELECT route, count(*) AS n FROM predictions GROUP BY route")
     return {str(route): int(n) for route, n in zip(table.column("route").to_pylist(), table.column("n").to_pylist(),
                                                     strict=True)}  # fmt: skip
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds used so far by the server process and its workers."""
-    import psutil
-
-    process = psutil.Process(pid)
-    total = 0.0
-    for one in [process, *process.children(recursive=True)]:
-        try:
-            times = one.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
 
 
 def run_mode(mode: str, home: Path, workdir: Path, args: argparse.Namespace, body: Path, script: Path,
