@@ -67,15 +67,6 @@ def arrow_type(dtype: str) -> pa.DataType | None:
     return None
 
 
-def row_ids(request_id: str, count: int) -> list[str]:
-    """The ids of the rows of one request: its id for one row, ``<id>/<i>`` for row ``i`` of several.
-
-    >>> row_ids("abc", 1), row_ids("abc", 2)
-    (['abc'], ['abc/0', 'abc/1'])
-    """
-    return [request_id] if count == 1 else [f"{request_id}/{i}" for i in range(count)]
-
-
 def sha256_text(value: Any) -> str:
     """The SHA-256 hex digest of ``str(value)``: how a sensitive value is logged.
 
@@ -83,6 +74,18 @@ def sha256_text(value: Any) -> str:
     '2d711642b726b044'
     """
     return hashlib.sha256(str(value).encode()).hexdigest()
+
+
+def hash_values(column: pa.Array) -> pa.Array:
+    """``column`` with every value replaced by :func:`sha256_text` of it (nulls stay null).
+
+    >>> import pyarrow as pa
+    >>> [v[:8] if v else v for v in hash_values(pa.array(["x", None])).to_pylist()]
+    ['2d711642', None]
+    """
+    import pyarrow as pa
+
+    return pa.array([None if v is None else sha256_text(v) for v in column.to_pylist()], type=pa.string())
 
 
 def _rows(data: Any, names: Sequence[str]) -> list[Any]:
@@ -141,7 +144,7 @@ def input_array(
     for i in range(array.type.num_fields):
         child = array.field(i)
         if array.type.field(i).name in hashed:
-            child = pa.array([None if v is None else sha256_text(v) for v in child.to_pylist()], type=pa.string())
+            child = hash_values(child)
         children.append(child)
     return pa.StructArray.from_arrays(children, names=[array.type.field(i).name for i in range(array.type.num_fields)])
 
@@ -202,7 +205,7 @@ def block_array(
             continue
         column = pa.array(block[index], type=pa.float64(), from_pandas=True)
         if how == "hash":
-            column = pa.array([None if v is None else sha256_text(v) for v in column.to_pylist()], type=pa.string())
+            column = hash_values(column)
         children.append(column)
         fields.append(name)
     if not children:
@@ -211,7 +214,8 @@ def block_array(
 
 
 def request_id_array(ids: Sequence[str], counts: np.ndarray[Any, Any]) -> pa.Array:
-    """The row ids of requests ``ids`` of ``counts`` rows each (see :func:`row_ids`), built by Arrow kernels.
+    """The row ids of requests ``ids`` of ``counts`` rows each, built by Arrow kernels: a request's id for its
+    one row, ``<id>/<i>`` for row ``i`` of several (the ids feedback labels refer to).
 
     >>> request_id_array(["a", "b"], np.array([1, 3])).to_pylist()
     ['a', 'b/0', 'b/1', 'b/2']
