@@ -40,13 +40,14 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
     return {"settings": {}, "reader": {"root": tmp_path / "logs"}}
 
 
-@pytest.fixture
-def make_logger(tmp_path: Path) -> Iterator[Callable[..., PredictionLogger]]:
-    """A started logger under ``tmp_path/logs`` with the given settings; closed after the test."""
+@pytest.fixture(params=["process", "thread"])
+def make_logger(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., PredictionLogger]]:
+    """A started logger under ``tmp_path/logs`` with the given settings; closed after the test. Every test
+    runs with both writers: the writer process (the default) and the server's own thread."""
     loggers: list[PredictionLogger] = []
 
     def make(**settings: Any) -> PredictionLogger:
-        logger = PredictionLogger(LogSettings(**settings), home=tmp_path)
+        logger = PredictionLogger(LogSettings(**{"writer": request.param, **settings}), home=tmp_path)
         logger.start()
         loggers.append(logger)
         return logger
@@ -474,7 +475,7 @@ def test_arrow_types_of_a_parquet_file(make_logger: Callable[..., PredictionLogg
     )
     assert path.parent.name == datetime.now(UTC).strftime("%Y-%m-%d")
     assert path.parent.parent == logger.root / "predictions" / "fraud"
-    assert f"-{os.getpid()}." in path.name
+    assert f"-{logger.writer_pid}." in path.name
 
 
 def test_readers_leave_out_shadow_rows_and_inputs_when_asked(
@@ -535,3 +536,127 @@ def test_validated_float_frames_log_the_same_rows_as_the_records_they_came_from(
             None if row["b"] is None else sha(float(row["b"])) for row in flat
         ]
         assert "c" not in frame.columns
+
+
+def test_large_validated_requests_of_different_sizes_log_every_value_in_place(
+    make_logger: Callable[..., PredictionLogger],
+) -> None:
+    """Requests big enough that the writer joins their arrays without NumPy's per-piece copies (over 500
+    values each), of different row counts: every logged value must sit in its own row and column."""
+    from shipyard.signature import Signature
+
+    names = [f"x{i}" for i in range(7)]
+    signature = Signature.from_dict({"inputs": [{"name": n, "dtype": "float64"} for n in names]})
+    rng = np.random.default_rng(3)
+    sizes = [100, 1, 250, 73, 100]
+    sent = [rng.standard_normal((rows, len(names))) for rows in sizes]
+    logger = make_logger()
+    for index, values in enumerate(sent):
+        records = [dict(zip(names, row, strict=True)) for row in values.tolist()]
+        features = signature.validate(records, as_array=True)
+        predictions = np.arange(len(values)) + 1000 * index
+        probabilities = rng.random((len(values), 3))
+        logger.record("big", 1, "native", f"q{index:02d}", records, names, predictions, probabilities, 0.001,
+                      input_types=["float64"] * len(names), features=features)  # fmt: skip
+        sent[index] = np.column_stack([values, predictions, probabilities])
+    logger.close()
+    frame = PredictionLog(logger.root).predictions("big")
+    assert len(frame) == sum(sizes)
+    order = sorted(range(len(frame)), key=lambda i: (frame["request_id"][i].split("/")[0],
+                                                     int(frame["request_id"][i].split("/")[1])
+                                                     if "/" in frame["request_id"][i] else 0))  # fmt: skip
+    frame = frame.iloc[order]
+    logged = np.column_stack([frame[names].to_numpy(), frame["prediction"].to_numpy(),
+                              np.stack(frame["probabilities"].to_numpy())])  # fmt: skip
+    np.testing.assert_array_equal(logged, np.concatenate(sent))
+
+
+# ---------------------------------------------------------------------- the writer process
+def record_floats(logger: PredictionLogger, prefix: str, requests: int, rows: int = 3) -> set[str]:
+    """``requests`` requests of ``rows`` validated float rows (the column arenas), every fifth one logged from
+    its records instead (the pickled arena); the row ids the log must hold."""
+    from shipyard.signature import Signature
+
+    names = ["a", "b"]
+    signature = Signature.from_dict({"inputs": [{"name": n, "dtype": "float64"} for n in names]})
+    expected = set()
+    for index in range(requests):
+        records = [{"a": float(index), "b": float(row)} for row in range(rows)]
+        features = signature.validate(records, as_array=True)
+        rid = f"{prefix}{index}"
+        logger.record("m", 1, "native", rid, records, names, np.zeros(rows, dtype=np.int64), np.full((rows, 2), 0.5),
+                      0.001, input_types=["float64", "float64"],
+                      features=None if index % 5 == 0 else features)  # fmt: skip
+        expected |= {rid} if rows == 1 else {f"{rid}/{row}" for row in range(rows)}
+    return expected
+
+
+WRITER_SCRIPT = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_predlog import record_floats
+from shipyard.monitoring.predlog import PredictionLogger
+from shipyard.serving.settings import LogSettings
+
+logger = PredictionLogger(LogSettings(flush_interval_s=3600.0), home=Path({home!r}))
+logger.start()
+record_floats(logger, "first", 300)
+logger.flush()  # written by the writer process before the kill
+record_floats(logger, "second", 200)  # still in the arenas at the kill
+print(logger.writer_pid, logger._process._folder, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_server_killed_with_kill_9_loses_no_recorded_row(tmp_path: Path) -> None:
+    """The writer process outlives its server: it writes every request the arenas hold, then cleans up."""
+    import signal
+    import subprocess
+    import sys
+
+    script = WRITER_SCRIPT.format(tests=str(Path(__file__).parent), home=str(tmp_path))
+    server = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        writer_pid, folder = server.stdout.readline().split()
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=30)
+        server.stdout.close()  # type: ignore[union-attr]
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{writer_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{writer_pid}").exists(), "the writer process did not stop after its server died"
+    expected = {f"first{i}/{r}" for i in range(300) for r in range(3)} | {
+        f"second{i}/{r}" for i in range(200) for r in range(3)
+    }
+    logged = PredictionLog(tmp_path / "logs").predictions("m")
+    assert set(logged["request_id"]) == expected
+    assert len(logged) == len(expected)
+    assert not Path(folder).exists(), "the arenas of a dead server were left in memory"
+
+
+def test_a_dead_writer_process_is_replaced_and_no_row_is_lost(
+    make_logger: Callable[..., PredictionLogger], request: pytest.FixtureRequest
+) -> None:
+    """Rows held when the writer process dies are written by the next one (possibly twice, never lost)."""
+    import signal
+
+    if "thread" in request.node.callspec.id:
+        pytest.skip("the thread writer has no process")
+    logger = make_logger(flush_interval_s=3600.0)
+    expected = record_floats(logger, "before", 50)
+    logger.flush()
+    first = logger.writer_pid
+    expected |= record_floats(logger, "held", 50)
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while logger.writer_pid == first and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert logger.writer_pid != first, "no new writer process was started"
+    expected |= record_floats(logger, "after", 50)
+    logger.close()
+    logged = PredictionLog(logger.root).predictions("m")
+    assert set(logged["request_id"]) == expected
+    assert logger.dropped == 0

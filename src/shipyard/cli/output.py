@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from functools import cache
 from typing import Any
 
 from rich.console import Console
@@ -19,13 +18,12 @@ from rich.text import Text
 NONE = "-"
 
 
-@cache
 def console() -> Console:
-    """The console for results (stdout)."""
+    """The console for results (stdout). A new one each time: a console fixes its width (``COLUMNS``) when
+    it is made, and one process may run many commands (tests, a notebook)."""
     return Console(highlight=False)
 
 
-@cache
 def err_console() -> Console:
     """The console for progress and status (stderr), so results on stdout stay clean for pipes."""
     return Console(stderr=True, highlight=False)

@@ -61,6 +61,11 @@ class LogSettings(BaseModel):
     postgres_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the PostgreSQL database of the log (backend postgres)."
     )
+    writer: Literal["process", "thread"] = Field(
+        default="process",
+        description="process: tables are built and written by a writer process fed through shared memory (the "
+        "server only copies each request once); thread: by a thread of the server itself.",
+    )
     flush_interval_s: float = Field(
         default=1.0, gt=0.0, description="Most seconds a recorded prediction waits before it is written."
     )
