@@ -20,12 +20,21 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from shipyard.monitoring._arena import ColumnArena, RecordArena, arena_folder, fits_columns
+from shipyard.monitoring._arena import (
+    ID_BYTES_PER_REQUEST,
+    REQUEST,
+    ColumnArena,
+    RecordArena,
+    Staged,
+    arena_folder,
+    fits_columns,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -38,9 +47,30 @@ RECORD_ARENA_BYTES = 16 * 1024 * 1024
 COLUMN_ARENA_BYTES = 64 * 1024 * 1024  # at most, per served version
 SPARE_ARENAS = 2  # emptied arenas kept per kind of arena
 RESTARTS = 3
+STAGED_REQUESTS = 64  # requests copied into a column arena together
+STAGED_ROWS = 8192
+FLOAT64 = np.dtype(np.float64)
 Listener = Callable[[str, int, "pa.Table"], None]
 Arena = ColumnArena | RecordArena
 Stream = tuple[str, int, Sequence[str]]  # model, version, the input names of its column arenas
+
+
+@dataclass
+class _Stage:
+    """Requests of one served version waiting to be copied into its column arena together."""
+
+    model: str
+    version: int
+    names: Sequence[str]
+    types: Sequence[str] | None
+    shape: tuple[int, int, np.dtype[Any]]  # inputs, probability columns, prediction dtype
+    items: list[Staged] = field(default_factory=list)
+    rows: int = 0
+
+    def takes(self, names: Sequence[str], width: int, classes: int, answer_type: np.dtype[Any]) -> bool:
+        """Whether a request of this kind can join the stage (identity checks first: they are the common case)."""
+        same_names = self.names is names or list(self.names) == list(names)
+        return same_names and self.shape[0] == width and self.shape[1] == classes and self.shape[2] == answer_type
 
 
 class WriterProcess:
@@ -53,9 +83,11 @@ class WriterProcess:
         self.capacity = settings.buffer_rows
         self.dropped = 0
         self.written = 0
-        self._lock = threading.Condition()
+        self._lock = threading.RLock()  # taken directly on the hot path (a Condition's is a Python call)
+        self._changed = threading.Condition(self._lock)
         self._columns: dict[tuple[str, int], tuple[Stream, ColumnArena]] = {}  # the current arena per version
         self._records: RecordArena | None = None
+        self._stages: dict[tuple[str, int], _Stage] = {}
         self._streams: dict[Path, Stream] = {}  # what each column arena holds (sent with "use")
         self._sealed: collections.deque[Arena] = collections.deque()
         self._spare: dict[tuple[Any, ...], list[Arena]] = {}
@@ -144,7 +176,7 @@ class WriterProcess:
                 self._sealed.clear()
                 self._columns.clear()
                 self._records = None
-                self._lock.notify_all()
+                self._changed.notify_all()
                 log.error("prediction log: the writer process exited (%s) %d times; %d rows not written, and "
                           "predictions are no longer logged", code, self._restarts, lost)  # fmt: skip
                 return
@@ -167,7 +199,7 @@ class WriterProcess:
             else:
                 self._streams.pop(arena.path, None)
                 arena.close(unlink=True)
-            self._lock.notify_all()
+            self._changed.notify_all()
         for model, version, path in message.get("tables", ()):
             self._hand_table(model, version, Path(path))
 
@@ -210,70 +242,90 @@ class WriterProcess:
         rows: int,
         block: Any,
     ) -> bool:
-        """Append one answered request to an arena; ``False`` when it was dropped (and counted)."""
+        """Hold one answered request for the writer; ``False`` when it was dropped (and counted).
+
+        Requests of a column arena are staged first and copied in groups (:meth:`ColumnArena.append_many`):
+        copying one small request at a time cost about 14 µs in a busy server, most of it in cache and page
+        misses on the arena, against about 1 µs per request in groups. The staged requests (at most
+        ``STAGED_REQUESTS``, and never older than the flush interval) are the only ones a crash can lose.
+        """
         with self._lock:
             if self._broken or self._closing or self._held + rows > self.capacity:
                 self.dropped += rows
                 return False
+            self._held += rows
             arena: Arena | None = None
             if fits_columns(block, predictions, probabilities):
-                arena = self._append_columns(model, version, names, route, request_id, ts, latency_s, block,
-                                             predictions, probabilities)  # fmt: skip
-            if arena is None:
+                if probabilities is not None and probabilities.dtype is not FLOAT64:
+                    probabilities = probabilities.astype(np.float64)
+                classes = 0 if probabilities is None else probabilities.shape[1]
+                stage = self._stages.get((model, version))
+                if stage is None or not stage.takes(names, block.shape[1], classes, predictions.dtype):
+                    if stage is not None:
+                        self._unstage(stage)
+                    shape = (block.shape[1], classes, predictions.dtype)
+                    stage = self._stages[(model, version)] = _Stage(model, version, names, types, shape)
+                stage.items.append((request_id, route, ts, latency_s, block, predictions, probabilities))
+                stage.rows += rows
+                if len(stage.items) < STAGED_REQUESTS and stage.rows < STAGED_ROWS:
+                    return True
+                arena = self._unstage(stage)
+            else:
                 entry: Entry = (model, version, route, request_id, ts, data if block is None else None,
                                 list(names), None if types is None else list(types), predictions, probabilities,
                                 latency_s, rows, block)  # fmt: skip
                 arena = self._append_record(entry)
-            self._held += rows
-            if arena.rows >= self.settings.flush_rows:
+            if arena is not None and arena.rows >= self.settings.flush_rows:
                 self._seal_all()
         return True
 
-    def _append_columns(
-        self, model: str, version: int, names: Sequence[str], route: str, request_id: str, ts: float,
-        latency_s: float, block: Any, predictions: Any, probabilities: Any,
-    ) -> ColumnArena | None:  # fmt: skip
-        """Append to the version's column arena; ``None`` when this request must be pickled instead."""
-        if probabilities is not None and probabilities.dtype != np.float64:
-            probabilities = probabilities.astype(np.float64)
-        classes = 0 if probabilities is None else probabilities.shape[1]
-        width = block.shape[1]
-        current = self._columns.get((model, version))
-        for _ in range(2):
-            if current is None or (current[0][2] is not names and list(current[0][2]) != list(names)):
-                arena = self._column_arena((model, version, names), width, classes, predictions.dtype, len(block))
-                if arena is None:
-                    return None
-                current = ((model, version, names), arena)
-            done = current[1].append(request_id, route, ts, latency_s, block, predictions, probabilities)
-            if done:
-                return current[1]
-            if done is None or current[1].requests == 0:
-                return None  # a different kind of answer, or a request bigger than an arena: pickled
-            self._seal_all()
-            current = None
-        return None
+    def _unstage(self, stage: _Stage) -> Arena | None:
+        """Copy a stage's requests into the version's column arena (new arenas as they fill); the last arena."""
+        items, stage.items, stage.rows = stage.items, [], 0
+        arena: Arena | None = None
+        while items:
+            columns = self._column_arena(stage, max(len(item[5]) for item in items))
+            taken = columns.append_many(items) if columns is not None else 0
+            if taken:
+                items = items[taken:]
+                arena = columns
+            elif columns is not None and columns.requests:
+                self._seal_arena(columns)  # full: the rest goes to a new one
+            else:  # too big for any column arena (or a ninth route): pickled, one request
+                rid, route, ts, latency, block, predictions, probabilities = items[0]
+                entry: Entry = (stage.model, stage.version, route, rid, ts, None, list(stage.names),
+                                None if stage.types is None else list(stage.types), predictions, probabilities,
+                                latency, len(predictions), block)  # fmt: skip
+                arena = self._append_record(entry)
+                items = items[1:]
+        return arena
 
-    def _column_arena(
-        self, stream: Stream, width: int, classes: int, answer_type: np.dtype[Any], rows: int
-    ) -> ColumnArena | None:
-        """A fresh (or reused) column arena, the version's current one from now on; ``None``: too big."""
-        old = self._columns.pop((stream[0], stream[1]), None)
-        if old is not None and old[1].requests:
-            self._seal_arena(old[1])
-        per_row = 8 * width + 8 * classes + answer_type.itemsize + 8 * 4 + 1 + 48
+    def _column_arena(self, stage: _Stage, largest: int) -> ColumnArena | None:
+        """The version's current column arena for ``stage``'s kind of requests (a fresh or reused one when
+        there is none yet or the kind changed); ``None`` when a request of ``largest`` rows fits no arena."""
+        width, classes, answer_type = stage.shape
+        current = self._columns.get((stage.model, stage.version))
+        if current is not None:
+            names, old = current[0][2], current[1]
+            if old.matches(width, classes, answer_type) and (names is stage.names or list(names) == list(stage.names)):
+                return old
+            self._columns.pop((stage.model, stage.version))
+            if old.requests:
+                self._seal_arena(old)
+        per_row = 8 * width + 8 * classes + answer_type.itemsize + REQUEST.itemsize + ID_BYTES_PER_REQUEST
         capacity = max(64, min(2 * self.settings.flush_rows, COLUMN_ARENA_BYTES // per_row))
-        if rows > capacity:
+        if largest > capacity:
             return None
-        shape = ("columns", width, classes, answer_type.str, capacity)
-        spare = self._spare.get(shape)
-        arena = spare.pop() if spare else None
-        if not isinstance(arena, ColumnArena):
+        spare = self._spare.get(("columns", width, classes, answer_type.str, capacity))
+        reused = spare.pop() if spare else None
+        arena = reused if isinstance(reused, ColumnArena) else None
+        if arena is None:
             assert self._folder is not None
             arena = ColumnArena.create(self._folder / f"columns-{time.monotonic_ns()}", width=width,
                                        classes=classes, answer_type=answer_type, rows=capacity)  # fmt: skip
+        stream = (stage.model, stage.version, stage.names)
         self._streams[arena.path] = stream
-        self._columns[(stream[0], stream[1])] = (stream, arena)
+        self._columns[(stage.model, stage.version)] = (stream, arena)
         self._use(arena)
         return arena
 
@@ -309,6 +361,9 @@ class WriterProcess:
         self._send({"seal": str(arena.path), "tables": bool(self.listeners)})
 
     def _seal_all(self) -> None:
+        for stage in self._stages.values():
+            if stage.items:
+                self._unstage(stage)
         for arena in self._current():
             if arena.requests:
                 self._seal_arena(arena)
@@ -325,7 +380,7 @@ class WriterProcess:
             before = self.written
             self._seal_all()
             target = self._seals
-            self._lock.wait_for(lambda: self._done >= target or self._broken, timeout)
+            self._changed.wait_for(lambda: self._done >= target or self._broken, timeout)
             return self.written - before
 
     def close(self, timeout: float = 120.0) -> None:

@@ -46,6 +46,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
+
 from shipyard.monitoring._tables import Entry, float_rows, input_columns, label_table, prediction_table
 
 if TYPE_CHECKING:
@@ -133,6 +135,7 @@ class PredictionLogger:
         self._label_outcomes: dict[int, BaseException | None] = {}
         self._label_writing = False
         self._process: WriterProcess | None = None
+        self._float_types: tuple[Sequence[str] | None, bool] | None = None
 
     @property
     def dropped(self) -> int:
@@ -256,7 +259,13 @@ class PredictionLogger:
         values one by one.
         """
         rows = len(predictions)
-        block = float_rows(features, input_names, input_types) if features is not None else None
+        block = None
+        if features is not None:
+            if type(features) is np.ndarray and self._all_float(input_types):  # the common case, checked quickly
+                fits = features.ndim == 2 and features.shape[1] == len(input_names) and features.dtype.kind == "f"
+                block = features if fits else None
+            else:
+                block = float_rows(features, input_names, input_types)
         if self._process is not None:
             if self._closed:
                 self._dropped += rows
@@ -289,6 +298,15 @@ class PredictionLogger:
                 "or make the log's disk faster)",
                 dropped,
             )
+
+    def _all_float(self, types: Sequence[str] | None) -> bool:
+        """Whether every input dtype is a float (remembered per dtype list: a served version keeps its own)."""
+        known = self._float_types
+        if known is not None and known[0] is types:
+            return known[1]
+        answer = bool(types) and all(dtype.startswith("float") for dtype in types or ())
+        self._float_types = (types, answer)
+        return answer
 
     def record_labels(self, model: str, pairs: Sequence[tuple[str, Any]]) -> None:
         """Write feedback labels ``(request id, label)`` of ``model``; durable (fsynced) when this returns.
