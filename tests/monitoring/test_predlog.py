@@ -667,3 +667,31 @@ def test_a_dead_writer_process_is_replaced_and_no_row_is_lost(
     logged = PredictionLog(logger.root).predictions("m")
     assert set(logged["request_id"]) == expected
     assert logger.dropped == 0
+
+
+def test_when_no_arena_can_be_made_rows_are_dropped_and_counted(
+    make_logger: Callable[..., PredictionLogger], request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The arenas' folder gone (as on a full /dev/shm): requests are still answered, the rows that need a new
+    arena are counted as dropped and reported once, and the rest is written."""
+    from shipyard.signature import Signature
+
+    if "thread" in request.node.callspec.id:
+        pytest.skip("the thread writer has no arenas")
+    logger = make_logger(flush_interval_s=3600.0)
+    kept = record_floats(logger, "kept", 10)
+    logger.flush()
+    assert logger._process is not None and logger._process._folder is not None
+    shutil.rmtree(logger._process._folder)
+    names = ["x", "y", "z"]  # a version of another width needs an arena of its own
+    signature = Signature.from_dict({"inputs": [{"name": n, "dtype": "float64"} for n in names]})
+    with caplog.at_level(logging.ERROR, logger="shipyard.monitoring"):
+        for index in range(100):
+            features = signature.validate([{"x": 1.0, "y": 2.0, "z": 3.0}] * 2, as_array=True)
+            logger.record("wide", 1, "native", f"w{index}", None, names, np.zeros(2, dtype=np.int64), None, 0.001,
+                          input_types=["float64"] * 3, features=features)  # fmt: skip
+        logger.flush()
+    assert logger.dropped == 100 * 2
+    assert sum("cannot make a new arena" in r.getMessage() for r in caplog.records) == 1
+    logger.close()
+    assert set(PredictionLog(logger.root).predictions("m")["request_id"]) == kept

@@ -54,12 +54,20 @@ ID_BYTES_PER_REQUEST = 48
 RECORD = struct.Struct("<QQ")  # body bytes, rows
 
 
+SHM_FREE_BYTES = 512 * 1024 * 1024
+
+
 def arena_folder() -> Path:
-    """A private folder for arenas: in ``/dev/shm`` (memory) when there is one, else in the temp folder."""
+    """A private folder for arenas: in ``/dev/shm`` (memory) when it exists and has 512 MB free (a container's
+    default is 64 MB), else in the temp folder (files the kernel keeps in its page cache)."""
     import tempfile
 
     shm = Path("/dev/shm")
-    parent = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+    parent = Path(tempfile.gettempdir())
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        stats = os.statvfs(shm)
+        if stats.f_bavail * stats.f_frsize >= SHM_FREE_BYTES:
+            parent = shm
     return Path(tempfile.mkdtemp(prefix="shipyard-log-", dir=parent))
 
 
@@ -72,8 +80,8 @@ def _map(path: Path, size: int | None) -> mmap.mmap:
     flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if size is not None else 0)
     descriptor = os.open(path, flags, 0o600)
     try:
-        if size is not None:
-            os.ftruncate(descriptor, size)
+        if size is not None:  # allocated now: a full disk fails here, not with SIGBUS on a later write
+            os.posix_fallocate(descriptor, 0, size)
         return mmap.mmap(descriptor, size if size is not None else os.fstat(descriptor).st_size)
     finally:
         os.close(descriptor)

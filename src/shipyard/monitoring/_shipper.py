@@ -88,6 +88,7 @@ class WriterProcess:
         self._columns: dict[tuple[str, int], tuple[Stream, ColumnArena]] = {}  # the current arena per version
         self._records: RecordArena | None = None
         self._stages: dict[tuple[str, int], _Stage] = {}
+        self._out_of_room = False
         self._streams: dict[Path, Stream] = {}  # what each column arena holds (sent with "use")
         self._sealed: collections.deque[Arena] = collections.deque()
         self._spare: dict[tuple[Any, ...], list[Arena]] = {}
@@ -253,30 +254,52 @@ class WriterProcess:
             if self._broken or self._closing or self._held + rows > self.capacity:
                 self.dropped += rows
                 return False
-            self._held += rows
-            arena: Arena | None = None
-            if fits_columns(block, predictions, probabilities):
-                if probabilities is not None and probabilities.dtype is not FLOAT64:
-                    probabilities = probabilities.astype(np.float64)
-                classes = 0 if probabilities is None else probabilities.shape[1]
-                stage = self._stages.get((model, version))
-                if stage is None or not stage.takes(names, block.shape[1], classes, predictions.dtype):
-                    if stage is not None:
-                        self._unstage(stage)
-                    shape = (block.shape[1], classes, predictions.dtype)
-                    stage = self._stages[(model, version)] = _Stage(model, version, names, types, shape)
-                stage.items.append((request_id, route, ts, latency_s, block, predictions, probabilities))
-                stage.rows += rows
-                if len(stage.items) < STAGED_REQUESTS and stage.rows < STAGED_ROWS:
-                    return True
-                arena = self._unstage(stage)
-            else:
-                entry: Entry = (model, version, route, request_id, ts, data if block is None else None,
-                                list(names), None if types is None else list(types), predictions, probabilities,
-                                latency_s, rows, block)  # fmt: skip
+            return self._hold(model, version, route, request_id, ts, latency_s, names, types, data, predictions,
+                              probabilities, rows, block)  # fmt: skip
+
+    def _out_of_room_for(self, rows: int, exc: OSError) -> None:
+        """Count ``rows`` (already held) as dropped: no new arena could be made (the disk or /dev/shm is full)."""
+        self._held -= rows
+        self.dropped += rows
+        if not self._out_of_room:
+            log.error("prediction log: cannot make a new arena in %s (%s); rows are dropped until there is room",
+                      self._folder, exc.strerror or exc)  # fmt: skip
+        self._out_of_room = True
+
+    def _hold(
+        self, model: str, version: int, route: str, request_id: str, ts: float, latency_s: float,
+        names: Sequence[str], types: Sequence[str] | None, data: Any, predictions: Any, probabilities: Any,
+        rows: int, block: Any,
+    ) -> bool:  # fmt: skip
+        """:meth:`record` with the lock held and room in the buffer."""
+        self._held += rows
+        arena: Arena | None = None
+        if fits_columns(block, predictions, probabilities):
+            if probabilities is not None and probabilities.dtype is not FLOAT64:
+                probabilities = probabilities.astype(np.float64)
+            classes = 0 if probabilities is None else probabilities.shape[1]
+            stage = self._stages.get((model, version))
+            if stage is None or not stage.takes(names, block.shape[1], classes, predictions.dtype):
+                if stage is not None:
+                    self._unstage(stage)
+                shape = (block.shape[1], classes, predictions.dtype)
+                stage = self._stages[(model, version)] = _Stage(model, version, names, types, shape)
+            stage.items.append((request_id, route, ts, latency_s, block, predictions, probabilities))
+            stage.rows += rows
+            if len(stage.items) < STAGED_REQUESTS and stage.rows < STAGED_ROWS:
+                return True
+            arena = self._unstage(stage)
+        else:
+            entry: Entry = (model, version, route, request_id, ts, data if block is None else None,
+                            list(names), None if types is None else list(types), predictions, probabilities,
+                            latency_s, rows, block)  # fmt: skip
+            try:
                 arena = self._append_record(entry)
-            if arena is not None and arena.rows >= self.settings.flush_rows:
-                self._seal_all()
+            except OSError as exc:
+                self._out_of_room_for(rows, exc)
+                return False
+        if arena is not None and arena.rows >= self.settings.flush_rows:
+            self._seal_all()
         return True
 
     def _unstage(self, stage: _Stage) -> Arena | None:
@@ -284,20 +307,24 @@ class WriterProcess:
         items, stage.items, stage.rows = stage.items, [], 0
         arena: Arena | None = None
         while items:
-            columns = self._column_arena(stage, max(len(item[5]) for item in items))
-            taken = columns.append_many(items) if columns is not None else 0
-            if taken:
-                items = items[taken:]
-                arena = columns
-            elif columns is not None and columns.requests:
-                self._seal_arena(columns)  # full: the rest goes to a new one
-            else:  # too big for any column arena (or a ninth route): pickled, one request
-                rid, route, ts, latency, block, predictions, probabilities = items[0]
-                entry: Entry = (stage.model, stage.version, route, rid, ts, None, list(stage.names),
-                                None if stage.types is None else list(stage.types), predictions, probabilities,
-                                latency, len(predictions), block)  # fmt: skip
-                arena = self._append_record(entry)
-                items = items[1:]
+            try:
+                columns = self._column_arena(stage, max(len(item[5]) for item in items))
+                taken = columns.append_many(items) if columns is not None else 0
+                if taken:
+                    items = items[taken:]
+                    arena = columns
+                elif columns is not None and columns.requests:
+                    self._seal_arena(columns)  # full: the rest goes to a new one
+                else:  # too big for any column arena (or a ninth route): pickled, one request
+                    rid, route, ts, latency, block, predictions, probabilities = items[0]
+                    entry: Entry = (stage.model, stage.version, route, rid, ts, None, list(stage.names),
+                                    None if stage.types is None else list(stage.types), predictions, probabilities,
+                                    latency, len(predictions), block)  # fmt: skip
+                    arena = self._append_record(entry)
+                    items = items[1:]
+            except OSError as exc:
+                self._out_of_room_for(sum(len(item[5]) for item in items), exc)
+                break
         return arena
 
     def _column_arena(self, stage: _Stage, largest: int) -> ColumnArena | None:
