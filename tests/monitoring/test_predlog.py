@@ -695,3 +695,23 @@ def test_when_no_arena_can_be_made_rows_are_dropped_and_counted(
     assert sum("cannot make a new arena" in r.getMessage() for r in caplog.records) == 1
     logger.close()
     assert set(PredictionLog(logger.root).predictions("m")["request_id"]) == kept
+
+
+def test_every_route_is_logged_with_its_requests(make_logger: Callable[..., PredictionLogger]) -> None:
+    """More routes than an arena's route table holds, and a route name too long for it: each row keeps its own."""
+    from shipyard.signature import Signature
+
+    signature = Signature.from_dict({"inputs": [{"name": "a", "dtype": "float64"}]})
+    routes = [f"route{i}" for i in range(11)] + ["a-route-name-longer-than-24-bytes"]
+    logger = make_logger(flush_interval_s=3600.0)
+    expected = {}
+    for index in range(120):
+        route = routes[index % len(routes)] if index % 7 else routes[0]
+        features = signature.validate([{"a": float(index)}], as_array=True)
+        logger.record("m", 1, route, f"q{index}", None, ["a"], np.array([index]), None, 0.001,
+                      input_types=["float64"], features=features)  # fmt: skip
+        expected[f"q{index}"] = (route, float(index))
+    logger.close()
+    frame = PredictionLog(logger.root).predictions("m")
+    logged = {rid: (route, a) for rid, route, a in zip(frame["request_id"], frame["route"], frame["a"], strict=True)}
+    assert logged == expected

@@ -257,33 +257,41 @@ class ColumnArena(_Mapped):
         """Append staged requests of this arena's kind (see :class:`Staged`) in one pass of a few slice copies;
         how many went in, from the first (the rest did not fit: the arena is full)."""
         first, request, start = self.rows, self.requests, self.id_used
-        names = [item[0].encode() for item in staged]
-        rows = np.fromiter((len(item[5]) for item in staged), dtype=np.int64, count=len(staged))
-        id_ends = start + np.cumsum([len(name) for name in names])
+        ids, routes, stamps, latencies, blocks, predictions, probabilities = zip(*staged, strict=True)
+        names = [rid.encode() for rid in ids]
+        count = len(names)
+        rows = np.fromiter(map(len, predictions), dtype=np.int64, count=count)
+        id_ends = start + np.cumsum(np.fromiter(map(len, names), dtype=np.int64, count=count))
         row_ends = first + np.cumsum(rows)
         fits = int(min(np.searchsorted(row_ends, self.capacity, side="right"),
                        np.searchsorted(id_ends, self.id_capacity, side="right"),
                        self.request_capacity - request))  # fmt: skip
-        codes = []
-        for count, item in enumerate(staged[:fits]):
-            code = self._route_code(item[1])
-            if code is None:  # a ninth route: the rest goes to the next arena
-                fits = count
-                break
-            codes.append(code)
+        if routes.count(routes[0]) == count:  # one route: the usual case
+            code = self._route_code(routes[0])
+            codes: Any = code
+            if code is None:
+                fits = 0
+        else:
+            codes = []
+            for index, route in enumerate(routes[:fits]):
+                code = self._route_code(route)
+                if code is None:  # a ninth route: the rest goes to the next arena
+                    fits = index
+                    break
+                codes.append(code)
+            codes = codes[:fits]
         if fits == 0:
             return 0
-        taken = staged[:fits]
         end, width, stop = int(row_ends[fits - 1]), self.width, int(id_ends[fits - 1])
         if width:
-            self.values[first:end, :width] = np.concatenate([item[4] for item in taken]) if fits > 1 else taken[0][4]
+            self.values[first:end, :width] = np.concatenate(blocks[:fits]) if fits > 1 else blocks[0]
         if self.classes:
-            self.values[first:end, width:] = np.concatenate([item[6] for item in taken]) if fits > 1 else taken[0][6]
-        self.predictions[first:end] = np.concatenate([item[5] for item in taken]) if fits > 1 else taken[0][5]
+            self.values[first:end, width:] = np.concatenate(probabilities[:fits]) if fits > 1 else probabilities[0]
+        self.predictions[first:end] = np.concatenate(predictions[:fits]) if fits > 1 else predictions[0]
         self.buffer[self._ids_at + start : self._ids_at + stop] = b"".join(names[:fits])
         records = self.request_records[request : request + fits]
-        records["ts"] = [item[2] for item in taken]
-        records["latency"] = [item[3] for item in taken]
+        records["ts"] = stamps[:fits]
+        records["latency"] = latencies[:fits]
         records["rows"] = rows[:fits]
         records["id_end"] = id_ends[:fits]
         records["route"] = codes

@@ -67,6 +67,24 @@ class _Stage:
     items: list[Staged] = field(default_factory=list)
     rows: int = 0
 
+    def joins(self, names: Sequence[str], block: Any, predictions: Any, probabilities: Any, rows: int) -> bool:
+        """Whether a request is of exactly the staged kind: the same name list and array types (identity checks
+        only, so the usual request costs little; anything else goes through :func:`fits_columns`)."""
+        if self.names is not names or type(block) is not np.ndarray or type(predictions) is not np.ndarray:
+            return False
+        width, classes, answer_type = self.shape
+        if predictions.dtype is not answer_type or predictions.shape != (rows,) or block.shape != (rows, width):
+            return False
+        if block.dtype is not FLOAT64:
+            return False
+        if probabilities is None:
+            return classes == 0
+        return (
+            type(probabilities) is np.ndarray
+            and probabilities.dtype is FLOAT64
+            and probabilities.shape == (rows, classes)
+        )
+
     def takes(self, names: Sequence[str], width: int, classes: int, answer_type: np.dtype[Any]) -> bool:
         """Whether a request of this kind can join the stage (identity checks first: they are the common case)."""
         same_names = self.names is names or list(self.names) == list(names)
@@ -254,6 +272,17 @@ class WriterProcess:
             if self._broken or self._closing or self._held + rows > self.capacity:
                 self.dropped += rows
                 return False
+            stage = self._stages.get((model, version))
+            if stage is not None and stage.joins(names, block, predictions, probabilities, rows):
+                self._held += rows  # the common case: one more request like the last ones
+                stage.items.append((request_id, route, ts, latency_s, block, predictions, probabilities))
+                stage.rows += rows
+                if len(stage.items) < STAGED_REQUESTS and stage.rows < STAGED_ROWS:
+                    return True
+                arena = self._unstage(stage)
+                if arena is not None and arena.rows >= self.settings.flush_rows:
+                    self._seal_all()
+                return True
             return self._hold(model, version, route, request_id, ts, latency_s, names, types, data, predictions,
                               probabilities, rows, block)  # fmt: skip
 
