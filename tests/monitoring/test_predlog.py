@@ -644,15 +644,20 @@ def test_a_server_killed_with_kill_9_loses_only_its_last_staged_requests(tmp_pat
     assert not Path(folder).exists(), "the arenas of a dead server were left in memory"
 
 
-def test_a_dead_writer_process_is_replaced_and_no_row_is_lost(
-    make_logger: Callable[..., PredictionLogger], request: pytest.FixtureRequest
-) -> None:
+@pytest.fixture
+def process_logger(tmp_path: Path) -> Iterator[PredictionLogger]:
+    """A started logger with a writer process (flushed only when asked); closed after the test."""
+    logger = PredictionLogger(LogSettings(writer="process", flush_interval_s=3600.0), home=tmp_path)
+    logger.start()
+    yield logger
+    logger.close()
+
+
+def test_a_dead_writer_process_is_replaced_and_no_row_is_lost(process_logger: PredictionLogger) -> None:
     """Rows held when the writer process dies are written by the next one (possibly twice, never lost)."""
     import signal
 
-    if "thread" in request.node.callspec.id:
-        pytest.skip("the thread writer has no process")
-    logger = make_logger(flush_interval_s=3600.0)
+    logger = process_logger
     expected = record_floats(logger, "before", 50)
     logger.flush()
     first = logger.writer_pid
@@ -670,15 +675,13 @@ def test_a_dead_writer_process_is_replaced_and_no_row_is_lost(
 
 
 def test_when_no_arena_can_be_made_rows_are_dropped_and_counted(
-    make_logger: Callable[..., PredictionLogger], request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+    process_logger: PredictionLogger, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The arenas' folder gone (as on a full /dev/shm): requests are still answered, the rows that need a new
     arena are counted as dropped and reported once, and the rest is written."""
     from shipyard.signature import Signature
 
-    if "thread" in request.node.callspec.id:
-        pytest.skip("the thread writer has no arenas")
-    logger = make_logger(flush_interval_s=3600.0)
+    logger = process_logger
     kept = record_floats(logger, "kept", 10)
     logger.flush()
     assert logger._process is not None and logger._process._folder is not None
