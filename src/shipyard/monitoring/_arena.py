@@ -6,7 +6,7 @@ that cost more than the writing itself (see ``docs/benchmarks.md``). Instead the
 request into memory-mapped files (under ``/dev/shm`` where it exists) that a writer process maps too:
 
 * :class:`ColumnArena`, one per served version whose inputs are all floats (the common case): column
-  buffers laid out as the log's table is. A request is a handful of slice copies (its inputs column by
+  buffers laid out as the log's table is. A group of requests is a handful of slice copies (its inputs column by
   column, predictions, probabilities, time, latency, id, route); the writer turns a whole arena into a table
   with a fixed number of Arrow calls (:meth:`ColumnArena.table`), sharing the mapped memory.
 * :class:`RecordArena`, for everything else (inputs kept as sent, object predictions): each request
@@ -19,8 +19,8 @@ sees whole requests, even of a server killed in the middle of one.
 >>> folder = pathlib.Path(tempfile.mkdtemp())
 >>> arena = ColumnArena.create(folder / "a", width=2, classes=2, answer_type=np.dtype("int64"), rows=16)
 >>> block = np.asfortranarray([[1.0, 2.0], [3.0, 4.0]])
->>> arena.append("r1", "native", 0.0, 0.002, block, np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]]))
-True
+>>> arena.append_many([("r1", "native", 0.0, 0.002, block, np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]]))])
+1
 >>> table = ColumnArena.open(arena.path).table("fraud", 1, ["a", "b"], {})
 >>> table.column("request_id").to_pylist(), table.column("input").to_pylist()[1]
 (['r1/0', 'r1/1'], {'a': 3.0, 'b': 4.0})
@@ -216,42 +216,6 @@ class ColumnArena(_Mapped):
         self.buffer[at] = len(name)  # the length last: a reader sees the whole name or none
         self.routes.append(route)
         return len(self.routes) - 1
-
-    def append(
-        self,
-        request_id: str,
-        route: str,
-        ts: float,
-        latency_s: float,
-        block: np.ndarray[Any, Any],
-        predictions: np.ndarray[Any, Any],
-        probabilities: np.ndarray[Any, Any] | None,
-    ) -> bool | None:
-        """Append one request (see :func:`fits_columns`); ``False``: full, ``None``: it cannot go to this arena."""
-        rows, first, request = len(predictions), self.rows, self.requests
-        if predictions.dtype != self.answer_type or (0 if probabilities is None else probabilities.shape[1]) != (
-            self.classes
-        ):
-            return None
-        name = request_id.encode()
-        start = self.id_used
-        if first + rows > self.capacity or request >= self.request_capacity or start + len(name) > self.id_capacity:
-            return False
-        code = self._route_code(route)
-        if code is None:
-            return None
-        end, width = first + rows, self.width
-        if width:
-            self.values[first:end, :width] = block
-        if probabilities is not None:
-            self.values[first:end, width:] = probabilities
-        self.predictions[first:end] = predictions
-        id_end = start + len(name)
-        self.buffer[self._ids_at + start : self._ids_at + id_end] = name
-        self.request_records[request] = (ts, latency_s, rows, id_end, code)
-        self.rows, self.requests, self.id_used = end, request + 1, id_end
-        COMMIT.pack_into(self.buffer, 0, end, request + 1, id_end)
-        return True
 
     def append_many(self, staged: Sequence[Staged]) -> int:
         """Append staged requests of this arena's kind (see :class:`Staged`) in one pass of a few slice copies;
