@@ -186,9 +186,12 @@ class UntrustedTypes(UntrustedArtifact):
     """A skops artifact that contains types outside the trusted list."""
 
     def __init__(self, types: list[str], where: str) -> None:
+        flags = " ".join(f"--trust-type {name}" for name in types)
         super().__init__(
-            f"{where} contains types that are not trusted: {', '.join(types)}. If you know these types are safe, "
-            "pass them with trusted_types=[...] (CLI: --trust-type NAME, or SHIPYARD_TRUSTED_TYPES)"
+            f"{where} contains types that are not trusted: {', '.join(types)}. shipyard loads only reviewed "
+            "types, because a stored model can reach functions that run code, read or write files. If you have "
+            f"read these and know they are safe, trust them on purpose: trusted_types={types!r} "
+            f"(CLI: {flags}; server: SHIPYARD_TRUSTED_TYPES={','.join(types)})"
         )
         self.types = types
 
