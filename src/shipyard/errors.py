@@ -171,10 +171,11 @@ class UntrustedArtifact(ShipyardError):
 class IntegrityError(UntrustedArtifact):
     """An artifact whose bytes no longer match the SHA-256 recorded at registration."""
 
-    def __init__(self, name: str, version: int, expected: str, actual: str) -> None:
+    def __init__(self, name: str, version: int, expected: str, actual: str, *, detail: str | None = None) -> None:
+        what = detail or f"expected sha256 {expected}, found {actual}"
         super().__init__(
             f"artifact of {name}:{version} was changed after registration and will not be loaded: "
-            f"expected sha256 {expected}, found {actual}. Register the model again from a trusted source"
+            f"{what}. Register the model again from a trusted source"
         )
         self.name = name
         self.version = version

@@ -234,10 +234,11 @@ class ModelService:
         return self.store.resolve(parsed.name, version=parsed.version, alias=parsed.alias)
 
     def load(self, ref: str | ModelRef, *, trusted_types: Sequence[str] = ()) -> Model:
-        """Load the version ``ref`` points to, after checking its artifact's SHA-256."""
+        """Load the version ``ref`` points to, after checking its artifact's SHA-256 and that its flavor is the
+        one it was registered with."""
         info = self.resolve(ref)
         flavor = self.flavors.get(info.flavor)
-        data = self.artifacts.get(info.artifact_uri, info.sha256, label=info.ref)
+        data = self.artifacts.read(info)
         loaded = flavor.load(data, info.flavor_meta, trusted_types=(*self.trusted_types, *trusted_types))
         return Model(info, loaded)
 
