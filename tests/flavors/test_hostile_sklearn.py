@@ -28,9 +28,9 @@ import numpy.testing._private.utils as numpy_testing_utils
 import pandas as pd
 import pytest
 import scipy.io
-import skops.io as sio
 import sklearn.datasets
 import sklearn.utils._testing as sklearn_testing
+import skops.io as sio
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
 from sklearn.dummy import DummyClassifier, DummyRegressor
@@ -179,15 +179,18 @@ CATALOGUE: dict[str, Hostile] = {
         lambda t: _on_text(numpy_testing_utils.runstring, _code_writing(t / "ran"), Witness(t / "ran"), dict={}),
         "numpy.testing._private.utils.runstring",
     ),
-    "exec": Hostile("executes strings", lambda t: _on_text(exec, _code_writing(t / "ran"), Witness(t / "ran")),
-                    "builtins.exec"),
+    "exec": Hostile(
+        "executes strings", lambda t: _on_text(exec, _code_writing(t / "ran"), Witness(t / "ran")), "builtins.exec"
+    ),
     "eval": Hostile("executes strings", lambda t: _on_text(eval, "__import__('os')", None), "builtins.eval"),
-    "compile": Hostile("executes strings", lambda t: _on_text(compile, "1", None, filename="x", mode="eval"),
-                       "builtins.compile"),
+    "compile": Hostile(
+        "executes strings", lambda t: _on_text(compile, "1", None, filename="x", mode="eval"), "builtins.compile"
+    ),
     "sklearn script runner": Hostile(
         "executes strings (in a new process)",
-        lambda t: _on_text(sklearn_testing.assert_run_python_script_without_output, _code_writing(t / "ran"),
-                           Witness(t / "ran")),
+        lambda t: _on_text(
+            sklearn_testing.assert_run_python_script_without_output, _code_writing(t / "ran"), Witness(t / "ran")
+        ),
         "sklearn.utils._testing.assert_run_python_script_without_output",
     ),
     # loads pickles
@@ -197,17 +200,20 @@ CATALOGUE: dict[str, Hostile] = {
         "numpy.load",
     ),
     "joblib.load": Hostile(
-        "loads pickles", lambda t: _on_text(joblib.load, str(_payload_pickle(t)[0]), Witness(t / "unpickled")),
+        "loads pickles",
+        lambda t: _on_text(joblib.load, str(_payload_pickle(t)[0]), Witness(t / "unpickled")),
         "joblib.numpy_pickle.load",
     ),
     "pickle.loads": Hostile("loads pickles", lambda t: _on_text(pickle.loads, "x", None), "_pickle.loads"),
     # writes files
     "numpy.save": Hostile(
-        "writes files", lambda t: _on_text(np.save, str(t / "saved.npy"), Witness(t / "saved.npy"), arr=[1]),
+        "writes files",
+        lambda t: _on_text(np.save, str(t / "saved.npy"), Witness(t / "saved.npy"), arr=[1]),
         "numpy.save",
     ),
     "numpy.savetxt": Hostile(
-        "writes files", lambda t: _on_text(np.savetxt, str(t / "saved.txt"), Witness(t / "saved.txt"), X=[[1]]),
+        "writes files",
+        lambda t: _on_text(np.savetxt, str(t / "saved.txt"), Witness(t / "saved.txt"), X=[[1]]),
         "numpy.savetxt",
     ),
     "numpy.memmap w+": Hostile(
@@ -216,7 +222,8 @@ CATALOGUE: dict[str, Hostile] = {
         "numpy.memmap",
     ),
     "ndarray.tofile via methodcaller": Hostile(
-        "writes files", _writes_array(lambda p: operator.methodcaller("tofile", p), "tofile.bin"),
+        "writes files",
+        _writes_array(lambda p: operator.methodcaller("tofile", p), "tofile.bin"),
         "operator.methodcaller",
     ),
     "scipy.io.savemat": Hostile(
@@ -230,19 +237,21 @@ CATALOGUE: dict[str, Hostile] = {
         "joblib.numpy_pickle.dump",
     ),
     "sklearn dump_svmlight_file": Hostile(
-        "writes files", lambda t: _on_text(sklearn.datasets.dump_svmlight_file, "x", None, y=[0], f="x"),
+        "writes files",
+        lambda t: _on_text(sklearn.datasets.dump_svmlight_file, "x", None, y=[0], f="x"),
         "sklearn.datasets._svmlight_format_io.dump_svmlight_file",
     ),
     # reads files (their content would come back as predictions)
     "numpy.loadtxt": Hostile("reads files", lambda t: _on_text(np.loadtxt, "/etc/hostname", None), "numpy.loadtxt"),
-    "numpy.fromfile": Hostile("reads files", lambda t: _on_text(np.fromfile, "/etc/hostname", None),
-                              "numpy.fromfile"),
+    "numpy.fromfile": Hostile("reads files", lambda t: _on_text(np.fromfile, "/etc/hostname", None), "numpy.fromfile"),
     "open": Hostile("reads files", lambda t: _on_text(open, "/etc/hostname", None), "io.open"),
     # deletes files
-    "os.remove": Hostile("deletes files", lambda t: _on_text(os.remove, str(t / "keep.txt"), _existing_file(t)),
-                         "posix.remove"),
+    "os.remove": Hostile(
+        "deletes files", lambda t: _on_text(os.remove, str(t / "keep.txt"), _existing_file(t)), "posix.remove"
+    ),
     "shutil.rmtree": Hostile(
-        "deletes files", lambda t: _on_text(shutil.rmtree, str(t / "keep-folder"), _existing_folder(t)),
+        "deletes files",
+        lambda t: _on_text(shutil.rmtree, str(t / "keep-folder"), _existing_folder(t)),
         "shutil.rmtree",
     ),
     "sklearn clear_data_home": Hostile(
@@ -255,7 +264,8 @@ CATALOGUE: dict[str, Hostile] = {
         "spawns processes", lambda t: _on_text(os.system, f"touch {t / 'ran'}", Witness(t / "ran")), "posix.system"
     ),
     "subprocess.getoutput": Hostile(
-        "spawns processes", lambda t: _on_text(subprocess.getoutput, f"touch {t / 'ran'}", Witness(t / "ran")),
+        "spawns processes",
+        lambda t: _on_text(subprocess.getoutput, f"touch {t / 'ran'}", Witness(t / "ran")),
         "subprocess.getoutput",
     ),
     "subprocess.run shell": Hostile(
@@ -266,18 +276,21 @@ CATALOGUE: dict[str, Hostile] = {
     "os.popen": Hostile("spawns processes", lambda t: _on_text(os.popen, "true", None), "os.popen"),
     # imports modules and loads libraries
     "importlib.import_module": Hostile(
-        "imports modules", lambda t: _on_text(importlib.import_module, *_module_writing(t)),
+        "imports modules",
+        lambda t: _on_text(importlib.import_module, *_module_writing(t)),
         "importlib.import_module",
     ),
-    "__import__": Hostile("imports modules", lambda t: _on_text(__import__, *_module_writing(t)),
-                          "builtins.__import__"),
+    "__import__": Hostile(
+        "imports modules", lambda t: _on_text(__import__, *_module_writing(t)), "builtins.__import__"
+    ),
     "runpy.run_path": Hostile(
         "imports modules",
         lambda t: _on_text(runpy.run_path, str(t / f"{_module_writing(t)[0]}.py"), Witness(t / "imported")),
         "runpy.run_path",
     ),
     "numpy.ctypeslib.load_library": Hostile(
-        "loads native code", lambda t: _on_text(numpy.ctypeslib.load_library, "libc", None, loader_path="/"),
+        "loads native code",
+        lambda t: _on_text(numpy.ctypeslib.load_library, "libc", None, loader_path="/"),
         "numpy.ctypeslib.load_library",
     ),
     # gadgets and other places a function can hide
@@ -288,7 +301,8 @@ CATALOGUE: dict[str, Hostile] = {
         "posix.system",
     ),
     "reviewed function, hostile kw_args": Hostile(
-        "hides a function in kw_args", lambda t: _on_text(np.clip, "x", None, a_min=os.system, a_max=None),
+        "hides a function in kw_args",
+        lambda t: _on_text(np.clip, "x", None, a_min=os.system, a_max=None),
         "posix.system",
     ),
     "inverse_func of FunctionTransformer": Hostile(
@@ -350,9 +364,7 @@ def _tamper(service: shipyard.ModelService, mv: shipyard.ModelVersion, data: byt
     Path(mv.artifact_uri.removeprefix("file://")).write_bytes(data)
     digest = sha256_hex(data)
     with service.store._engine.begin() as conn:
-        conn.execute(
-            update(model_versions).where(model_versions.c.id == _row_id(service, mv)).values(sha256=digest)
-        )
+        conn.execute(update(model_versions).where(model_versions.c.id == _row_id(service, mv)).values(sha256=digest))
     from shipyard.registry.artifacts import seal
 
     with service.store._engine.begin() as conn:
@@ -379,12 +391,15 @@ def _row_id(service: shipyard.ModelService, mv: shipyard.ModelVersion) -> int:
 
 @pytest.mark.parametrize("entry", CATALOGUE, ids=list(CATALOGUE))
 def test_crafted_artifact_with_hostile_entry_is_refused_at_load(
-    entry: str, registry: shipyard.ModelService, registered: shipyard.ModelVersion, tmp_path: Path,
+    entry: str,
+    registry: shipyard.ModelService,
+    registered: shipyard.ModelVersion,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.syspath_prepend(str(tmp_path))
     hostile = CATALOGUE[entry]
-    model, X, witness = hostile.build(tmp_path)
+    model, _, witness = hostile.build(tmp_path)
     data = sio.dumps(model)
     if witness is not None and witness.created:
         witness.path.unlink(missing_ok=True)  # skops' serialiser runs a custom __getstate__: count from here

@@ -80,11 +80,13 @@ def _hgb_categorical() -> tuple[Any, pd.DataFrame]:
 LEGIT: dict[str, Callable[[], tuple[Any, pd.DataFrame]]] = {
     "column transformer + one-hot + logistic": lambda: (make_pipeline(_onehot(), LogisticRegression()).fit(X, Y), X),
     "ordinal + gradient boosting": lambda: (
-        make_pipeline(_ordinal(), GradientBoostingClassifier(n_estimators=5)).fit(X, Y), X
+        make_pipeline(_ordinal(), GradientBoostingClassifier(n_estimators=5)).fit(X, Y),
+        X,
     ),
     "hist gradient boosting on categorical dtypes": _hgb_categorical,
     "ordinal + random forest regressor": lambda: (
-        make_pipeline(_ordinal(), RandomForestRegressor(n_estimators=3, random_state=0)).fit(X, X["hour"]), X
+        make_pipeline(_ordinal(), RandomForestRegressor(n_estimators=3, random_state=0)).fit(X, X["hour"]),
+        X,
     ),
     "k nearest neighbours": lambda: (make_pipeline(_onehot(), KNeighborsClassifier()).fit(X, Y), X),
     "select k best + calibrated classifier with a cv splitter": lambda: (
@@ -121,7 +123,9 @@ LEGIT: dict[str, Callable[[], tuple[Any, pd.DataFrame]]] = {
     "soft voting": lambda: (
         make_pipeline(
             _onehot(),
-            VotingClassifier([("lr", LogisticRegression()), ("dt", DecisionTreeClassifier(max_depth=2))], voting="soft"),
+            VotingClassifier(
+                [("lr", LogisticRegression()), ("dt", DecisionTreeClassifier(max_depth=2))], voting="soft"
+            ),
         ).fit(X, Y),
         X,
     ),

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-import pickle
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -107,17 +107,21 @@ def untrusted(types: Iterable[str], extra: Sequence[str] = ()) -> list[str]:
 
 
 def qualified_name(obj: Any) -> str:
-    """The name skops records for a class or function: its module (as pickle finds it) and ``__name__``.
+    """The name skops records for a class or function: its module and ``__name__`` (a method of a built-in
+    class is named through its class).
 
     >>> import os
-    >>> qualified_name(os.system)
-    'posix.system'
+    >>> qualified_name(os.system), qualified_name(np.ndarray.tofile)
+    ('posix.system', 'numpy.ndarray.tofile')
     """
-    name = getattr(obj, "__name__", None) or type(obj).__name__
-    try:
-        module = pickle.whichmodule(obj, name)
-    except Exception:  # an object that lies about its module: keep whatever it says
-        module = str(getattr(obj, "__module__", None) or "__main__")
+    name = str(getattr(obj, "__name__", None) or type(obj).__name__)
+    owner = getattr(obj, "__objclass__", None)
+    if isinstance(owner, type):
+        return f"{qualified_name(owner)}.{name}"
+    module = getattr(obj, "__module__", None)
+    if not isinstance(module, str):  # as pickle does: the module that holds the object under its name
+        found = (key for key, mod in list(sys.modules.items()) if getattr(mod, name, None) is obj)
+        module = next(found, "__main__")
     return f"{module}.{name}"
 
 

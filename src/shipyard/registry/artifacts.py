@@ -6,7 +6,6 @@ import hashlib
 import os
 import uuid
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from shipyard.errors import IntegrityError, NotFound, StorageError
