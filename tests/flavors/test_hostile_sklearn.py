@@ -428,3 +428,35 @@ def test_crafted_tree_with_out_of_bounds_nodes_is_refused_at_load(
     _tamper(registry, registered, sio.dumps(model))
     with pytest.raises(UntrustedArtifact, match="child indices point outside the tree"):
         registry.load(registered.ref)
+
+
+def test_cli_refuses_a_hostile_skops_file_in_one_line_and_trusts_the_exact_name_on_purpose(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shipyard.cli.app import run
+
+    model, X, witness = CATALOGUE["numpy runstring"].build(tmp_path)
+    path = tmp_path / "evil.skops"
+    path.write_bytes(sio.dumps(model))
+    example = tmp_path / "example.csv"
+    X.to_csv(example, index=False)  # profiling these rows would run the string they hold
+    name = "numpy.testing._private.utils.runstring"
+    for key in ("SHIPYARD_REGISTRY_URL", "SHIPYARD_ARTIFACTS_URL", "SHIPYARD_TRUSTED_TYPES", "SHIPYARD_DEBUG"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SHIPYARD_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SHIPYARD_USER", "tester")
+    command = ["models", "register", str(path), "--name", "evil", "-e", str(example)]
+
+    with pytest.raises(SystemExit) as refused:
+        run(command)
+    assert refused.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert name in line and f"--trust-type {name}" in line
+    assert witness is not None and witness.untouched()
+
+    with pytest.raises(SystemExit) as trusted:
+        run([*command, "--trust-type", name])
+    assert trusted.value.code == 0, capsys.readouterr().err
+    assert "Registered evil:1 (sklearn" in capsys.readouterr().out
