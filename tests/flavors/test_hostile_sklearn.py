@@ -460,3 +460,25 @@ def test_cli_refuses_a_hostile_skops_file_in_one_line_and_trusts_the_exact_name_
         run([*command, "--trust-type", name])
     assert trusted.value.code == 0, capsys.readouterr().err
     assert "Registered evil:1 (sklearn" in capsys.readouterr().out
+
+
+def _file_reading_pipeline(mode: str) -> Pipeline:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    pipe = Pipeline([("text", TfidfVectorizer()), ("clf", LogisticRegression())])
+    pipe.fit(["good day", "bad day", "good night", "bad night"], [1, 0, 1, 0])
+    return pipe.set_params(text__input=mode)  # a trusted class, told to open the paths it is given
+
+
+@pytest.mark.parametrize("mode", ["filename", "file"])
+def test_a_vectorizer_that_reads_files_is_refused_at_register_and_at_load(
+    mode: str, registry: shipyard.ModelService, registered: shipyard.ModelVersion
+) -> None:
+    pipe = _file_reading_pipeline(mode)
+    with pytest.raises(UntrustedArtifact, match=rf"TfidfVectorizer\(input='{mode}'\).*input='content'"):
+        registry.register(pipe, f"reads-{mode}", X=pd.DataFrame({"text": ["/etc/hostname"]}))
+    assert not _exists(registry, f"reads-{mode}")
+    _tamper(registry, registered, sio.dumps(pipe))
+    with pytest.raises(UntrustedArtifact, match=f"input='{mode}'"):
+        registry.load(registered.ref)

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from shipyard.errors import InvalidInput, UntrustedTypes
+from shipyard.errors import InvalidInput, UntrustedArtifact, UntrustedTypes
 from shipyard.flavors._sklearn_arrays import array_twin, numeric_block
-from shipyard.flavors._sklearn_trees import check_tree_nodes
+from shipyard.flavors._sklearn_checks import check_loaded, file_reading_vectorizers
 from shipyard.flavors.base import Dumped, Features, Flavor, LoadedModel, class_paths
 from shipyard.flavors.trust import declared_untrusted, untrusted
 
@@ -159,6 +159,12 @@ class SklearnFlavor(Flavor):
         refused = declared_untrusted(model, trusted_types)
         if refused:
             raise UntrustedTypes(refused, "the model")
+        readers = file_reading_vectorizers(model)
+        if readers:
+            raise UntrustedArtifact(
+                f"the model holds {', '.join(readers)}, which reads the files its input names, so a request "
+                "could read files of the server; use input='content' (the default) and pass the text itself"
+            )
         sio = self._import("skops.io", "skops")
         data: bytes = sio.dumps(model)
         refused = untrusted(sio.get_untrusted_types(data=data), trusted_types)
@@ -197,5 +203,5 @@ class SklearnFlavor(Flavor):
             model = sio.loads(data, trusted=types)
         except Exception as exc:
             raise InvalidInput(f"cannot read {where} as a skops file: {exc}") from None
-        check_tree_nodes(model, where)
+        check_loaded(model, where)
         return model

@@ -1,12 +1,16 @@
-"""Bounds checks of the node arrays of tree models, run on every load of a skops artifact.
+"""Checks of what a trusted type holds, run on every load of a skops artifact (and before storing one).
 
-scikit-learn's tree code (``Tree`` for DecisionTree*, RandomForest*, ExtraTrees*, GradientBoosting*, and
-``TreePredictor`` for HistGradientBoosting*) follows the child and feature indices stored in its node arrays
-without checking them. skops rebuilds those arrays from the file as they are, so a crafted file could make
-``predict`` read outside its memory or loop for ever. This module refuses, before any prediction, a tree
-whose node arrays are not what scikit-learn itself builds: every split node's children come after it and
-inside the array, every split feature is a column the estimator checks its input for, and every
-categorical split points at a stored bitset of a categorical feature.
+A trusted type can still be told to do harm by its data:
+
+* scikit-learn's tree code (``Tree`` for DecisionTree*, RandomForest*, ExtraTrees*, GradientBoosting*, and
+  ``TreePredictor`` for HistGradientBoosting*) follows the child and feature indices stored in its node
+  arrays without checking them, so a crafted file could make ``predict`` read outside its memory or loop
+  for ever. A tree is refused unless every split node's children come after it and inside the array, every
+  split feature is a column the estimator checks its input for, and every categorical split points at a
+  stored bitset of a categorical feature.
+* the text vectorizers read the files (or file objects) their input names when ``input`` is ``"filename"``
+  or ``"file"``: a request could then choose a file of the server to read. Only ``input="content"`` (the
+  default) is accepted.
 """
 
 from __future__ import annotations
@@ -17,20 +21,56 @@ import numpy as np
 
 from shipyard.errors import UntrustedArtifact
 
-__all__ = ["check_tree_nodes"]
+__all__ = ["check_loaded", "file_reading_vectorizers"]
 
 # attributes through which an ensemble hands its own (already checked) input to the trees it holds
 _SAME_INPUT = frozenset({"tree_", "estimators_", "estimator_", "_predictors"})
 _MAX_DEPTH = 64
 
 
-def check_tree_nodes(model: Any, where: str) -> None:
-    """Raise :class:`UntrustedArtifact` if a tree anywhere in ``model`` has node indices out of bounds.
+_VECTORIZERS = frozenset({"CountVectorizer", "TfidfVectorizer", "HashingVectorizer"})
+
+
+def check_loaded(model: Any, where: str) -> None:
+    """Raise :class:`UntrustedArtifact` if a tree anywhere in ``model`` has node indices out of bounds, or a
+    text vectorizer would read files.
 
     >>> from sklearn.tree import DecisionTreeClassifier
-    >>> check_tree_nodes(DecisionTreeClassifier().fit([[0.0], [1.0]], [0, 1]), "the model")
+    >>> check_loaded(DecisionTreeClassifier().fit([[0.0], [1.0]], [0, 1]), "the model")
     """
     _visit(model, None, None, where, set(), 0)
+
+
+def file_reading_vectorizers(model: Any) -> list[str]:
+    """Descriptions of the text vectorizers in ``model``'s parameters whose ``input`` makes them read files.
+
+    >>> from sklearn.feature_extraction.text import CountVectorizer
+    >>> file_reading_vectorizers(CountVectorizer(input="filename"))
+    ["CountVectorizer(input='filename')"]
+    """
+    found: list[str] = []
+    params = model.get_params(deep=True) if hasattr(model, "get_params") else {}
+    for value in (model, *params.values()):
+        if _reads_files(value):
+            found.append(f"{type(value).__name__}(input={value.input!r})")
+    return found
+
+
+def _reads_files(value: Any) -> bool:
+    cls = type(value)
+    return (
+        cls.__name__ in _VECTORIZERS
+        and cls.__module__ == "sklearn.feature_extraction.text"
+        and getattr(value, "input", "content") != "content"
+    )
+
+
+def _refuse_vectorizer(value: Any, where: str) -> UntrustedArtifact:
+    return UntrustedArtifact(
+        f"{where} holds a {type(value).__name__} with input={value.input!r}, which reads the files its input "
+        "names, so a request could read files of the server; use input='content' (the default) and pass the "
+        "text itself"
+    )
 
 
 def _visit(value: Any, bound: int | None, categorical: Any, where: str, seen: set[int], depth: int) -> None:
@@ -45,6 +85,8 @@ def _visit(value: Any, bound: int | None, categorical: Any, where: str, seen: se
     if module.endswith("_hist_gradient_boosting.predictor") and kind == "TreePredictor":
         _check_predictor(value, bound, categorical, where)
         return
+    if _reads_files(value):
+        raise _refuse_vectorizer(value, where)
     if isinstance(value, np.ndarray):
         if value.dtype == object:
             for item in value.ravel():
