@@ -411,22 +411,47 @@ def test_crafted_artifact_with_hostile_entry_is_refused_at_load(
         assert witness.untouched(), f"{entry} ran while loading"
 
 
-def test_crafted_tree_with_out_of_bounds_nodes_is_refused_at_load(
-    registry: shipyard.ModelService, registered: shipyard.ModelVersion
-) -> None:
-    """Tree node storage is trusted (every tree model needs it), so its indices are checked on load instead."""
+def _crafted_tree(field: str, value: int) -> Any:
     from sklearn.tree import DecisionTreeClassifier
 
     model = DecisionTreeClassifier(random_state=0).fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
     state = model.tree_.__getstate__()
     nodes = state["nodes"].copy()
-    nodes["left_child"][0] = 10**9
+    nodes[field][0] = value
     state["nodes"] = nodes
     tree = type(model.tree_)(model.tree_.n_features, np.asarray(model.tree_.n_classes), model.tree_.n_outputs)
     tree.__setstate__(state)
     model.tree_ = tree
-    _tamper(registry, registered, sio.dumps(model))
-    with pytest.raises(UntrustedArtifact, match="child indices point outside the tree"):
+    return model
+
+
+def _crafted_predictor(field: str, value: int) -> Any:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    X = np.arange(40.0).reshape(20, 2)
+    model = HistGradientBoostingRegressor(max_iter=2, min_samples_leaf=2).fit(X, X[:, 0] > 20)
+    nodes = model._predictors[0][0].nodes
+    nodes[field][0] = value
+    return model
+
+
+CRAFTED_TREES: dict[str, tuple[Callable[[], Any], str]] = {
+    "Tree child far out": (lambda: _crafted_tree("left_child", 10**9), "child indices point outside"),
+    "Tree child pointing back to the root": (lambda: _crafted_tree("right_child", 0), "back up it"),
+    "Tree split on a missing column": (lambda: _crafted_tree("feature", 7), "split features"),
+    "TreePredictor child far out": (lambda: _crafted_predictor("left", 10**6), "child indices point outside"),
+    "TreePredictor split on a missing column": (lambda: _crafted_predictor("feature_idx", 9), "split features"),
+}
+
+
+@pytest.mark.parametrize("case", CRAFTED_TREES, ids=list(CRAFTED_TREES))
+def test_crafted_tree_nodes_are_refused_at_load(
+    case: str, registry: shipyard.ModelService, registered: shipyard.ModelVersion
+) -> None:
+    """Tree node storage is trusted (every tree model needs it), so its indices are checked on load instead."""
+    build, message = CRAFTED_TREES[case]
+    _tamper(registry, registered, sio.dumps(build()))
+    with pytest.raises(UntrustedArtifact, match=message):
         registry.load(registered.ref)
 
 
