@@ -121,7 +121,7 @@ def test_the_table_lists_every_route_of_the_app(server: tuple[Any, dict[str, str
 def test_every_route_answers_every_scope_as_the_table_says(server: tuple[Any, dict[str, str], pd.DataFrame]) -> None:
     app, keys, _X = server
     cases = [(route, key) for route in guarded(app).routes.route_keys() for key in (NO_KEY, *SCOPES)]
-    requests = [
+    requests: list[tuple[str, str, dict[str, str], Any]] = [
         (method, concrete(template, "invocations"), headers_for(keys, key), {} if method == "POST" else None)
         for (method, template), key in cases
     ]
@@ -177,6 +177,45 @@ def test_a_route_missing_from_the_table_needs_admin() -> None:
     assert scopes.required({**http, "path": "/healthz"}) is None
     assert scopes.required({**http, "path": "/new/x"}) == "admin"
     assert scopes.required({**http, "path": "/nothing"}) == "admin"
+
+
+def test_the_auth_layer_matches_routes_as_the_router_does(home: Path) -> None:
+    from fastapi import FastAPI
+    from fastapi.routing import iter_route_contexts
+    from starlette.routing import Match, WebSocketRoute
+
+    app = guarded(create_app(ServeSettings(auth=True), shipyard.connect()))
+    fastapi_app = app.app
+    while not isinstance(fastapi_app, FastAPI):
+        fastapi_app = fastapi_app.app
+    routes = list(fastapi_app.routes)
+    contexts = list(iter_route_contexts(routes))
+
+    def reference(scope: dict[str, Any]) -> tuple[Match, str | None]:
+        partial = None
+        for context in contexts:
+            match, _ = context.matches(scope)
+            if match is Match.FULL:
+                return match, context.path
+            if match is Match.PARTIAL and partial is None:
+                partial = context.path
+        return (Match.NONE, None) if partial is None else (Match.PARTIAL, partial)
+
+    async def socket(websocket: Any) -> None:  # pragma: no cover - never called
+        pass
+
+    combined = RouteScopes(routes)
+    one_by_one = RouteScopes([*routes, WebSocketRoute("/ws", socket)])  # not a plain route: matched in a loop
+    names = ["invocations", "feedback", "predict", "a.b-c_1", "x%2Fy"]
+    paths = {concrete(t, n) for _m, t in EXPECTED for n in names} | {"/", "/v2/", "/nothing", "/v1/models/a/b/predict"}
+    paths |= {p + "/" for p in paths} | {"/api" + p for p in paths}
+    for path in sorted(paths):
+        for method in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"):
+            for root_path in ("", "/api"):
+                scope = {"type": "http", "method": method, "path": path, "root_path": root_path}
+                expected = reference(scope)
+                assert combined.match(scope) == expected, scope
+                assert one_by_one.match(scope) == expected, scope
 
 
 # ---------------------------------------------------------------------- redirects

@@ -11,12 +11,14 @@ copy the request's ``Host`` header into it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from urllib.parse import quote
 
 from fastapi.routing import iter_route_contexts
 from starlette.responses import RedirectResponse
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 PUBLIC = None
@@ -67,31 +69,46 @@ ROUTE_SCOPES: Mapping[tuple[str, str], str | None] = {
 """
 
 Matcher = Callable[[Scope], tuple[Match, Scope]]
+ANY_METHOD = "*"
+"""The method of a route that takes every method (an ASGI app or a mount) in :data:`ROUTE_SCOPES` keys."""
+
+
+@dataclass(frozen=True)
+class _Route:
+    template: str
+    path_regex: re.Pattern[str] | None  # None: ask the route's own ``matches``
+    methods: frozenset[str] | None  # None: every method
+    matches: Matcher
 
 
 class RouteScopes:
     """The scope a request needs, decided by the route of ``routes`` that it matches (first match wins).
 
     ``routes`` are an app's routes (FastAPI's included routers are flattened into their routes); the table is
-    :data:`ROUTE_SCOPES` unless given.
+    :data:`ROUTE_SCOPES` unless given. Starlette routes and mounts are matched as their own ``matches`` does
+    (their path regex on the path below ``root_path``, then the method), without building its child scope.
     """
 
     def __init__(self, routes: Sequence[BaseRoute], table: Mapping[tuple[str, str], str | None] = ROUTE_SCOPES):
         self.table = dict(table)
-        self._routes: list[tuple[Matcher, str]] = []
-        self.declared: list[tuple[str, str]] = []
+        self._routes: list[_Route] = []
+        self._declared: list[tuple[str, str]] = []
         for context in iter_route_contexts(routes):
             template = context.path
             if template is None:  # pragma: no cover - every Route and Mount has a path
                 continue
-            self._routes.append((context.matches, template))
-            for method in sorted(context.methods or {"GET"}):
+            methods = frozenset(context.methods) if context.methods else None
+            plain = isinstance(context.original_route, (Route, Mount))
+            regex = context.path_regex if plain else None
+            self._routes.append(_Route(template, regex, methods, context.matches))
+            for method in sorted(methods or {ANY_METHOD}):
                 if method != "HEAD":
-                    self.declared.append((method, template))
+                    self._declared.append((method, template))
+        self._combined = _combine(self._routes)
 
     def route_keys(self) -> list[tuple[str, str]]:
         """The ``(method, path template)`` of every route, as :data:`ROUTE_SCOPES` keys them (``HEAD`` left out)."""
-        return list(self.declared)
+        return list(self._declared)
 
     def required(self, scope: Scope) -> str | None:
         """The scope the request ``scope`` needs, or ``None`` for a public route; ``admin`` if nothing matches.
@@ -105,18 +122,85 @@ class RouteScopes:
         if match is not Match.FULL or template is None:
             return ADMIN
         method = "GET" if scope["method"] == "HEAD" else scope["method"]
-        return self.table.get((method, template), ADMIN)
+        key = (method, template)
+        if key in self.table:
+            return self.table[key]
+        return self.table.get((ANY_METHOD, template), ADMIN)
 
     def match(self, scope: Scope) -> tuple[Match, str | None]:
         """How the request ``scope`` matches the routes, and the path template of the route it matches."""
+        path = route_path(scope)
+        method: str = scope["method"]
+        if self._combined is not None:  # one regex search instead of one per route
+            by_method, any_method, every = self._combined
+            found = by_method.get(method, any_method).match(path)
+            if found is not None and found.lastgroup is not None:
+                return Match.FULL, self._routes[int(found.lastgroup[1:])].template
+            found = every.match(path)  # the path of a route, with a method it does not take: 405
+            if found is not None and found.lastgroup is not None:
+                return Match.PARTIAL, self._routes[int(found.lastgroup[1:])].template
+            return Match.NONE, None
         partial = None
-        for matches, template in self._routes:
-            match, _ = matches(scope)
+        for route in self._routes:
+            if route.path_regex is not None:
+                if route.path_regex.match(path) is None:
+                    continue
+                match = Match.FULL if route.methods is None or method in route.methods else Match.PARTIAL
+            else:
+                match, _ = route.matches(scope)
             if match is Match.FULL:
-                return match, template
+                return match, route.template
             if match is Match.PARTIAL and partial is None:
-                partial = template
+                partial = route.template
         return (Match.NONE, None) if partial is None else (Match.PARTIAL, partial)
+
+
+_NAMED_GROUP = re.compile(r"\(\?P<\w+>")
+_NEVER = re.compile(r"(?!)")
+
+Combined = tuple[dict[str, re.Pattern[str]], re.Pattern[str], re.Pattern[str]]
+
+
+def _combine(routes: Sequence[_Route]) -> Combined | None:
+    """One alternation of every route's path regex per method (and one for a method no route takes, one for
+    every route), in route order, each branch the group ``r<index>``; ``None`` unless every route is plain.
+
+    The regex engine tries the branches in order, so the first route whose path matches wins, as in the router.
+    """
+    bodies = []
+    for route in routes:
+        pattern = route.path_regex.pattern if route.path_regex is not None else ""
+        if not (pattern.startswith("^") and pattern.endswith("$")):
+            return None
+        bodies.append(_NAMED_GROUP.sub("(?:", pattern[1:-1]))
+
+    def alternation(indexes: list[int]) -> re.Pattern[str]:
+        if not indexes:
+            return _NEVER
+        return re.compile("^(?:" + "|".join(f"(?P<r{i}>{bodies[i]})" for i in indexes) + ")$")
+
+    methods = {method for route in routes for method in route.methods or ()}
+    by_method = {
+        method: alternation([i for i, r in enumerate(routes) if r.methods is None or method in r.methods])
+        for method in methods
+    }
+    any_method = alternation([i for i, r in enumerate(routes) if r.methods is None])
+    return by_method, any_method, alternation(list(range(len(routes))))
+
+
+def route_path(scope: Scope) -> str:
+    """The path that routes match: ``scope["path"]`` below ``scope["root_path"]`` (as Starlette's router takes it).
+
+    >>> route_path({"path": "/api/v2", "root_path": "/api"}), route_path({"path": "/v2", "root_path": ""})
+    ('/v2', '/v2')
+    """
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if not root or not path.startswith(root):
+        return path
+    if path == root:
+        return ""
+    return path[len(root) :] if path[len(root)] == "/" else path
 
 
 def other_slash(path: str) -> str:
