@@ -165,10 +165,25 @@ class ServeSettings(BaseModel):
         return self.models.get(name, self.batching)
 
     def auth_required(self) -> bool:
-        """Whether API keys are required: explicit, or on for any non-loopback address."""
+        """Whether API keys are required: explicit, or else on unless every address ``host`` resolves to is loopback.
+
+        The bind address is resolved, not read as text (``127.attacker.example`` is a name like any other); a name
+        that does not resolve counts as not loopback.
+
+        >>> ServeSettings(host="127.0.0.1").auth_required(), ServeSettings(host="0.0.0.0").auth_required()
+        (False, True)
+        """
         if self.auth is not None:
             return self.auth
-        return self.host not in ("127.0.0.1", "localhost", "::1") and not self.host.startswith("127.")
+        import ipaddress
+        import socket
+
+        try:
+            found = socket.getaddrinfo(self.host, None)
+        except (OSError, UnicodeError):
+            return True
+        addresses = {info[4][0] for info in found if isinstance(info[4][0], str)}
+        return not addresses or not all(ipaddress.ip_address(a.partition("%")[0]).is_loopback for a in addresses)
 
     @classmethod
     def from_yaml_text(cls, text: str, **overrides: Any) -> ServeSettings:
