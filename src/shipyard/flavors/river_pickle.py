@@ -207,6 +207,7 @@ OBJECT_ONLY_NAMES: frozenset[str] = frozenset(
 """Types a River model object may hold that pickle stores through other names (``iter``, ``re._compile``)."""
 
 _GETATTR = "builtins.getattr"
+_NUMPY_FUNCTION = type(np.clip)
 _STRING_OPCODES = frozenset(
     {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
 )
@@ -392,6 +393,9 @@ def _children(
             code.append((name, place))
         else:
             _check_name(name, place, allowed, refused)
+        return []
+    if isinstance(value, _NUMPY_FUNCTION):  # numpy.save, numpy.clip: pickled by their module and name
+        _check_name(f"{value.__module__}.{value.__qualname__}", place, allowed, refused)
         return []
     if isinstance(value, (types.BuiltinFunctionType, np.ufunc)):
         module = getattr(value, "__module__", None) or "numpy"
