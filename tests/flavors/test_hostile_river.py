@@ -358,3 +358,19 @@ def test_legitimate_river_models_register_load_and_predict(service: shipyard.Mod
     loaded = service.load(mv.ref)
     expected = [model.predict_one(row) for row in X.to_dict("records")]
     assert loaded.predict(X).tolist() == expected
+
+
+def test_the_trusted_types_setting_admits_an_exact_name_at_register_and_load(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``SHIPYARD_TRUSTED_TYPES`` (what servers and the CLI use) is the same exact-name trust as the argument."""
+    monkeypatch.setenv("SHIPYARD_TRUSTED_TYPES", f"{__name__}.featurize")
+    service = shipyard.connect()
+    try:
+        model = _pipeline(featurize)
+        for row, label in zip(X.to_dict("records"), Y, strict=True):
+            model.learn_one(row, label)
+        mv = service.register(model, "own", X=X, y=Y)
+        assert service.load(mv.ref).predict(X).tolist() == [model.predict_one(r) for r in X.to_dict("records")]
+    finally:
+        service.store.close()
