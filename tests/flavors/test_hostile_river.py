@@ -297,14 +297,35 @@ def test_every_catalogue_payload_written_into_an_artifact_is_refused_at_load(
     assert not entry.ran(importable_marks)
 
 
-def test_getattr_in_the_bytes_only_reaches_reviewed_methods(service: shipyard.ModelService) -> None:
-    """Pickles rebuild bound methods with ``getattr``; any other attribute lookup is refused by its name."""
+def _short(text: str) -> bytes:
+    return b"\x8c" + bytes([len(text)]) + text.encode()
+
+
+HAND_MADE = {
+    # pickles rebuild bound methods with getattr: any other attribute lookup is refused by its exact name
+    "getattr": (
+        b"cbuiltins\ngetattr\n(criver.linear_model.lin_reg\nLinearRegression\n(tRS'__init__'\ntR.",
+        "river.linear_model.lin_reg.LinearRegression.__init__",
+    ),
+    "stack global": (b"\x80\x04" + _short("os") + _short("system") + b"\x93" + _short("true") + b"\x85R.", "os.system"),
+    "inst": (b"(S'true'\nios\nsystem\n.", "os.system"),
+    "python 2 name": (b"c__builtin__\neval\n(S'1'\ntR.", "__builtin__.eval"),
+    # a reviewed name split differently is not the reviewed name
+    "other split": (
+        b"\x80\x04" + _short("numpy") + _short("random._pickle.__randomstate_ctor") + b"\x93)R.",
+        "numpy.random._pickle.__randomstate_ctor",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(HAND_MADE))
+def test_hand_made_bytes_are_refused_by_the_name_they_reach(service: shipyard.ModelService, kind: str) -> None:
+    payload, named = HAND_MADE[kind]
     mv = _legit(service)
-    lookup = b"cbuiltins\ngetattr\n(criver.linear_model.lin_reg\nLinearRegression\n(tRS'__init__'\ntR."
-    _swap_artifact(service, mv, MAGIC + lookup)
-    with pytest.raises(UntrustedTypes) as refused:
+    _swap_artifact(service, mv, MAGIC + payload)
+    with pytest.raises(UntrustedTypes, match="trusted_types") as refused:
         service.load("fraud:1")
-    assert refused.value.types == ["river.linear_model.lin_reg.LinearRegression.__init__"]
+    assert named in refused.value.types
 
 
 def test_damaged_bytes_are_refused_not_crashed(service: shipyard.ModelService) -> None:

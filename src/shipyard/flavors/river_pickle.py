@@ -201,6 +201,15 @@ REVIEWED_GLOBALS: frozenset[str] = (
 )
 """Every ``module.name`` a stored River model may rebuild without the user trusting it."""
 
+_REVIEWED_PAIRS: frozenset[tuple[str, str]] = frozenset(
+    (module, name)
+    for groups in (RIVER_CLASSES, RIVER_FUNCTIONS, STANDARD_NAMES, PURE_FUNCTIONS)
+    for module, names in groups.items()
+    for name in names
+)
+"""The same names as (module, name) pairs, exactly as a pickle writes them: ``numpy`` + ``random._pickle.x``
+is not ``numpy.random._pickle`` + ``x``, so no other split of a reviewed name reaches a different object."""
+
 OBJECT_ONLY_NAMES: frozenset[str] = frozenset(
     {"builtins.list_iterator", "builtins.tuple_iterator", "builtins.range_iterator", "re.Pattern"}
 )
@@ -238,7 +247,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         full = f"{module}.{name}"
         if full == _GETATTR and full not in self.trusted:
             return self._reviewed_getattr
-        if full in REVIEWED_GLOBALS or full in self.trusted:
+        if (module, name) in _REVIEWED_PAIRS or full in self.trusted:
             return super().find_class(module, name)
         self.refused.append(full)
         raise pickle.UnpicklingError(f"refused {full}")
