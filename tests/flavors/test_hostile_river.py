@@ -328,6 +328,23 @@ def test_hand_made_bytes_are_refused_by_the_name_they_reach(service: shipyard.Mo
     assert named in refused.value.types
 
 
+def test_bytes_that_change_a_shared_class_are_refused_and_the_class_put_back(service: shipyard.ModelService) -> None:
+    """A pickle can set attributes on a class it names (BUILD with slot state): that would change every model of
+    the class in the serving process. It is refused and the class left exactly as it was."""
+    from river.linear_model import LogisticRegression
+
+    original = LogisticRegression.predict_proba_one
+    mv = _legit(service)
+    before = service.load("fraud:1").predict(X).tolist()
+    patch = b"criver.linear_model.log_reg\nLogisticRegression\n(N}S'predict_proba_one'\ncbuiltins\nabs\nstb."
+    _swap_artifact(service, mv, MAGIC + patch)
+    with pytest.raises(UntrustedArtifact, match=r"shared classes.*LogisticRegression"):
+        service.load("fraud:1")
+    assert LogisticRegression.predict_proba_one is original
+    again = _legit(service)
+    assert service.load(again.ref).predict(X).tolist() == before
+
+
 def test_damaged_bytes_are_refused_not_crashed(service: shipyard.ModelService) -> None:
     mv = _legit(service)
     _swap_artifact(service, mv, MAGIC + b"\x80\x05not a pickle")

@@ -242,15 +242,35 @@ class RestrictedUnpickler(pickle.Unpickler):
         super().__init__(file)
         self.trusted = frozenset(trusted)
         self.refused: list[str] = []
+        self._watched: dict[int, tuple[Any, dict[str, Any]]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
         full = f"{module}.{name}"
         if full == _GETATTR and full not in self.trusted:
             return self._reviewed_getattr
         if (module, name) in _REVIEWED_PAIRS or full in self.trusted:
-            return super().find_class(module, name)
+            found = super().find_class(module, name)
+            if id(found) not in self._watched:
+                self._watched[id(found)] = (found, _shared_state(found))
+            return found
         self.refused.append(full)
         raise pickle.UnpicklingError(f"refused {full}")
+
+    def changed_shared_state(self) -> list[str]:
+        """Classes and functions the pickle changed (a ``BUILD`` applied to a class sets class attributes,
+        which every model in the process shares), each put back as it was; their names."""
+        changed = []
+        for found, before in self._watched.values():
+            after = _shared_state(found)
+            if after.keys() == before.keys() and all(after[k] is before[k] for k in before):
+                continue
+            changed.append(f"{getattr(found, '__module__', '?')}.{getattr(found, '__qualname__', '?')}")
+            for key in after.keys() - before.keys():
+                delattr(found, key)
+            for key, value in before.items():
+                if after.get(key, _MISSING) is not value:
+                    setattr(found, key, value)
+        return changed
 
     def _reviewed_getattr(self, obj: Any, name: Any, *default: Any) -> Any:
         owner = obj if isinstance(obj, type) else type(obj)
@@ -269,14 +289,22 @@ def restricted_loads(data: bytes, trusted: Iterable[str] = (), *, where: str = "
     """
     unpickler = RestrictedUnpickler(io.BytesIO(data), trusted)
     try:
-        return unpickler.load()
+        model = unpickler.load()
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # a damaged Rust-backed state raises a BaseException (pyo3 PanicException)
+        unpickler.changed_shared_state()
         if unpickler.refused:
             names = [*unpickler.refused, *scan_globals(data, unpickler.trusted)]
             raise UntrustedObjects(names, where) from None
         raise UntrustedArtifact(f"{where} cannot be rebuilt ({type(exc).__name__}: {exc}); it is damaged") from None
+    changed = unpickler.changed_shared_state()
+    if changed:
+        raise UntrustedArtifact(
+            f"{where} tries to change the shared classes or functions {', '.join(changed)} (a model never does); "
+            "it was refused and they were put back"
+        )
+    return model
 
 
 def scan_globals(data: bytes, trusted: Iterable[str] = ()) -> list[str]:
@@ -422,6 +450,19 @@ def _children(
     if isinstance(state, dict):
         return [(item, f"{place}.{key}") for key, item in state.items()]
     return []
+
+
+_MISSING = object()
+_FUNCTION_SLOTS = ("__defaults__", "__kwdefaults__", "__code__")
+
+
+def _shared_state(found: Any) -> dict[str, Any]:
+    """What a pickle could change on a class or function it names: class attributes, function defaults."""
+    if isinstance(found, type):
+        return dict(vars(found))
+    if isinstance(found, types.FunctionType):
+        return {**vars(found), **{slot: getattr(found, slot) for slot in _FUNCTION_SLOTS}}
+    return {}
 
 
 def _bound_builtin(value: Any) -> bool:
