@@ -15,7 +15,7 @@ import pickle
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,14 @@ from shipyard.registry import sha256_hex
 
 X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0], "b": [1.0, 0.0, 1.0, 0.0, 1.0, 0.0]})
 Y = pd.Series([False, True, False, True, False, True])
+
+
+@pytest.fixture
+def service(home: Path) -> Iterator[shipyard.ModelService]:
+    """A SQLite registry: what a model may contain does not depend on the registry's database."""
+    svc = shipyard.connect()
+    yield svc
+    svc.store.close()
 
 
 class Reducer:
