@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from starlette.types import ASGIApp, Message
 
@@ -114,42 +115,81 @@ def wide_csv(columns: int) -> bytes:
     return (header + "\n" + ",".join("1" for _ in range(columns)) + "\n").encode()
 
 
+WIDE = 5_000
+NAMES = [f"c{i}" for i in range(WIDE)]
+
+
+def mlflow_message(answer: httpx.Response) -> str:
+    return str(answer.json()["message"])
+
+
+def error_message(answer: httpx.Response) -> str:
+    return str(answer.json()["error"])
+
+
 @pytest.mark.parametrize(
-    ("content_type", "body", "where"),
+    ("path", "content_type", "body", "where", "message"),
     [
-        ("text/csv", wide_csv(29_500), "the CSV header row has 29500 columns"),
+        ("/invocations", "text/csv", wide_csv(29_500), "the CSV header row has 29500 columns", mlflow_message),
         (
+            "/invocations",
             "application/json",
-            b'{"dataframe_split": {"columns": [%s], "data": [[%s]]}}'
-            % (b",".join(b'"c%d"' % i for i in range(5_000)), b",".join(b"1" for _ in range(5_000))),
-            '"dataframe_split" "columns" has 5000 columns',
+            orjson.dumps({"dataframe_split": {"columns": NAMES, "data": [[1] * WIDE]}}),
+            f'"dataframe_split" "columns" has {WIDE} columns',
+            mlflow_message,
         ),
         (
+            "/invocations",
             "application/json",
-            b'{"dataframe_records": [{%s}]}' % b",".join(b'"c%d": 1' % i for i in range(5_000)),
-            '"dataframe_records" row 0 has 5000 columns',
+            orjson.dumps({"dataframe_records": [dict.fromkeys(NAMES, 1)]}),
+            f'"dataframe_records" row 0 has {WIDE} columns',
+            mlflow_message,
         ),
         (
+            "/invocations",
             "application/json",
-            b'{"inputs": {%s}}' % b",".join(b'"c%d": [1]' % i for i in range(5_000)),
-            '"inputs" has 5000 columns',
+            orjson.dumps({"inputs": {name: [1] for name in NAMES}}),
+            f'"inputs" has {WIDE} columns',
+            mlflow_message,
+        ),
+        (
+            "/v1/models/iris/predict",
+            "application/json",
+            orjson.dumps({"instances": [dict.fromkeys(NAMES, 1)]}),
+            f"the input has {WIDE} columns",
+            error_message,
+        ),
+        (
+            "/v1/models/iris/predict",
+            "application/json",
+            orjson.dumps({"inputs": {name: [1] for name in NAMES}}),
+            f"the input has {WIDE} columns",
+            error_message,
+        ),
+        (
+            "/v2/models/iris/infer",
+            "application/json",
+            orjson.dumps({"inputs": [{"name": n, "datatype": "INT64", "shape": [1], "data": [1]} for n in NAMES]}),
+            f'"inputs" has {WIDE} tensors',
+            error_message,
         ),
     ],
+    ids=["csv", "split", "records", "mlflow-inputs", "native-instances", "native-inputs", "v2"],
 )
 def test_a_table_wider_than_max_columns_is_refused_before_it_is_built(
-    numeric_model: Any, content_type: str, body: bytes, where: str
+    numeric_model: Any, path: str, content_type: str, body: bytes, where: str, message: Any
 ) -> None:
     app = create_app(quiet_settings(max_columns=1_000), shipyard.connect())
 
     async def scenario() -> httpx.Response:
         async with running(app) as client:
-            return await client.post("/invocations", content=body, headers={"content-type": content_type})
+            return await client.post(path, content=body, headers={"content-type": content_type})
 
     answer = asyncio.run(scenario())
     assert answer.status_code == 413, answer.text
-    message = answer.json()["message"]
-    assert where in message
-    assert "more than the limit of 1000 (max_columns in the serve config" in message
+    text = message(answer)
+    assert where in text
+    assert "more than the limit of 1000 (max_columns in the serve config" in text
 
 
 def test_a_csv_as_wide_as_the_limit_is_scored(numeric_model: Any) -> None:

@@ -32,8 +32,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from shipyard.errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
-from shipyard.serving.dataplane import DataPlane, Prediction, count_rows
+from shipyard.errors import InvalidInput, NotFound, UnsupportedMediaType
+from shipyard.serving.dataplane import DataPlane, Prediction, check_columns, count_rows
 from shipyard.serving.jsonio import json_response, plain, read_json
 from shipyard.serving.openapi import json_body, schema_with_example
 
@@ -102,19 +102,6 @@ def media_type(content_type: str) -> str:
             f"This predictor only supports the following content types: Types: {CONTENT_TYPES}. Got '{content_type}'."
         )
     return mime
-
-
-def check_columns(count: int, limit: int, what: str) -> None:
-    """Refuse (413) input with more than ``limit`` columns, before any table is built from it.
-
-    Building a frame costs time per column: a small body with tens of thousands of columns would
-    otherwise hold the event loop (and every other request) for seconds.
-    """
-    if count > limit:
-        raise PayloadTooLarge(
-            f"{what} has {count} columns, more than the limit of {limit} (max_columns in the serve config, or "
-            "the model's input count if larger); send only the model's input columns"
-        )
 
 
 def csv_columns(body: bytes) -> int:
@@ -261,9 +248,7 @@ def router(dataplane: DataPlane) -> APIRouter:
         return [c.name for c in signature.inputs if c.dtype in ("string", "category")]
 
     def max_columns(name: str) -> int:
-        signature = repository.current(name).model.signature
-        inputs = len(signature.inputs) if signature is not None else 0
-        return max(dataplane.settings.max_columns, inputs)
+        return dataplane.max_columns(repository.current(name))
 
     async def invoke(request: Request, name: str) -> Response:
         request.state.model = name
