@@ -215,3 +215,15 @@ def test_prefork_workers_use_the_same_deadlines(iris_home: Path, tmp_path: Path)
         assert metric(server, TIMEOUTS.format("header")) >= 1
     finally:
         server.stop()
+
+
+def test_serve_flags_set_the_limits_and_bad_values_are_one_line_errors(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [SHIPYARD, "serve", "--header-timeout", "0", "--body-timeout", "5", "--max-connections-per-client", "8"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SHIPYARD_HOME": str(tmp_path / "home")},
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip() == "error: invalid serve settings: header_timeout_s: Input should be greater than 0"
