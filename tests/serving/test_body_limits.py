@@ -66,38 +66,66 @@ async def astream(parts: Iterator[bytes]) -> AsyncIterator[bytes]:
         yield part
 
 
-@pytest.mark.parametrize(
-    ("path", "prefix", "error"),
-    [
-        ("/v1/models/iris/predict", b'{"instances": [', lambda body: body["error"]),
-        ("/v2/models/iris/infer", b'{"inputs": [', lambda body: body["error"]),
-        ("/invocations", b'{"dataframe_records": [', lambda body: body["message"]),
-        ("/v1/models/iris/invocations", b'{"dataframe_records": [', lambda body: body["message"]),
-    ],
-)
-def test_a_chunked_body_over_the_limit_is_413_on_every_protocol(
-    numeric_model: Any, path: str, prefix: bytes, error: Any
-) -> None:
-    app = create_app(quiet_settings(max_body_bytes=LIMIT), shipyard.connect())
+@pytest.fixture(scope="module")
+def iris_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[shipyard.ModelService]:
+    """A registry with ``iris`` (4 float columns) in production, registered once for the module."""
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
 
-    async def scenario() -> httpx.Response:
-        async with running(app) as client:
-            headers = {"content-type": "application/json"}
-            return await client.post(path, content=astream(chunks(prefix, ROW, 3 * LIMIT)), headers=headers)
+    from shipyard.config import Settings
 
-    answer = asyncio.run(scenario())
-    assert answer.status_code == 413, answer.text
-    assert "content-length" not in answer.request.headers  # chunked: only counting while reading finds the size
-    message = error(answer.json())
-    assert f"larger than the limit of {LIMIT} bytes" in message
-    assert "max_body_bytes" in message
+    home = tmp_path_factory.mktemp("body-limits") / "shipyard-home"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SHIPYARD_HOME", str(home))
+        for name in ("SHIPYARD_REGISTRY_URL", "SHIPYARD_ARTIFACTS_URL", "SHIPYARD_TRUSTED_TYPES"):
+            patch.delenv(name, raising=False)
+        registry = shipyard.connect(Settings())
+    data = load_iris(as_frame=True)
+    X = data.data.rename(columns=lambda c: c.replace(" (cm)", "").replace(" ", "_"))
+    registry.register(LogisticRegression(max_iter=500).fit(X, data.target), "iris", X=X, y=data.target)
+    registry.set_alias("iris", "production", 1)
+    yield registry
+    registry.store.close()
 
 
-def test_a_chunked_body_under_the_limit_is_answered(numeric_model: Any) -> None:
-    app = create_app(quiet_settings(max_body_bytes=LIMIT), shipyard.connect())
+IRIS = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+
+
+def mlflow_message(answer: httpx.Response) -> str:
+    return str(answer.json()["message"])
+
+
+def error_message(answer: httpx.Response) -> str:
+    return str(answer.json()["error"])
+
+
+def test_a_chunked_body_over_the_limit_is_413_on_every_protocol(iris_service: shipyard.ModelService) -> None:
+    cases = [
+        ("/v1/models/iris/predict", b'{"instances": [', error_message),
+        ("/v2/models/iris/infer", b'{"inputs": [', error_message),
+        ("/invocations", b'{"dataframe_records": [', mlflow_message),
+        ("/v1/models/iris/invocations", b'{"dataframe_records": [', mlflow_message),
+    ]
 
     async def scenario() -> list[httpx.Response]:
-        async with running(app) as client:
+        async with running(create_app(quiet_settings(max_body_bytes=LIMIT), iris_service)) as client:
+            headers = {"content-type": "application/json"}
+            return [
+                await client.post(path, content=astream(chunks(prefix, ROW, 3 * LIMIT)), headers=headers)
+                for path, prefix, _ in cases
+            ]
+
+    for (path, _, message), answer in zip(cases, asyncio.run(scenario()), strict=True):
+        assert answer.status_code == 413, (path, answer.text)
+        assert "content-length" not in answer.request.headers  # chunked: only counting while reading finds the size
+        text = message(answer)
+        assert f"larger than the limit of {LIMIT} bytes" in text, path
+        assert "max_body_bytes" in text, path
+
+
+def test_a_chunked_body_under_the_limit_is_answered(iris_service: shipyard.ModelService) -> None:
+    async def scenario() -> list[httpx.Response]:
+        async with running(create_app(quiet_settings(max_body_bytes=LIMIT), iris_service)) as client:
             headers = {"content-type": "application/json"}
             return [
                 await client.post(path, content=astream(chunks(prefix, ROW, 200)), headers=headers)
@@ -117,91 +145,82 @@ def wide_csv(columns: int) -> bytes:
 
 WIDE = 5_000
 NAMES = [f"c{i}" for i in range(WIDE)]
+WIDE_CASES = [
+    ("/invocations", "text/csv", wide_csv(29_500), "the CSV header row has 29500 columns", mlflow_message),
+    (
+        "/invocations",
+        "application/json",
+        orjson.dumps({"dataframe_split": {"columns": NAMES, "data": [[1] * WIDE]}}),
+        f'"dataframe_split" "columns" has {WIDE} columns',
+        mlflow_message,
+    ),
+    (
+        "/invocations",
+        "application/json",
+        orjson.dumps({"dataframe_records": [dict.fromkeys(NAMES, 1)]}),
+        f'"dataframe_records" row 0 has {WIDE} columns',
+        mlflow_message,
+    ),
+    (
+        "/invocations",
+        "application/json",
+        orjson.dumps({"inputs": {name: [1] for name in NAMES}}),
+        f'"inputs" has {WIDE} columns',
+        mlflow_message,
+    ),
+    (
+        "/v1/models/iris/predict",
+        "application/json",
+        orjson.dumps({"instances": [dict.fromkeys(NAMES, 1)]}),
+        f"the input has {WIDE} columns",
+        error_message,
+    ),
+    (
+        "/v1/models/iris/predict",
+        "application/json",
+        orjson.dumps({"inputs": {name: [1] for name in NAMES}}),
+        f"the input has {WIDE} columns",
+        error_message,
+    ),
+    (
+        "/v2/models/iris/infer",
+        "application/json",
+        orjson.dumps({"inputs": [{"name": n, "datatype": "INT64", "shape": [1], "data": [1]} for n in NAMES]}),
+        f'"inputs" has {WIDE} tensors',
+        error_message,
+    ),
+]
 
 
-def mlflow_message(answer: httpx.Response) -> str:
-    return str(answer.json()["message"])
+def test_a_table_wider_than_max_columns_is_refused_before_it_is_built(iris_service: shipyard.ModelService) -> None:
+    async def scenario() -> list[httpx.Response]:
+        async with running(create_app(quiet_settings(max_columns=1_000), iris_service)) as client:
+            return [
+                await client.post(path, content=body, headers={"content-type": content_type})
+                for path, content_type, body, _, _ in WIDE_CASES
+            ]
+
+    for (path, content_type, _, where, message), answer in zip(WIDE_CASES, asyncio.run(scenario()), strict=True):
+        assert answer.status_code == 413, (path, content_type, answer.text)
+        text = message(answer)
+        assert where in text, text
+        assert "more than the limit of 1000 (max_columns in the serve config" in text
 
 
-def error_message(answer: httpx.Response) -> str:
-    return str(answer.json()["error"])
-
-
-@pytest.mark.parametrize(
-    ("path", "content_type", "body", "where", "message"),
-    [
-        ("/invocations", "text/csv", wide_csv(29_500), "the CSV header row has 29500 columns", mlflow_message),
-        (
-            "/invocations",
-            "application/json",
-            orjson.dumps({"dataframe_split": {"columns": NAMES, "data": [[1] * WIDE]}}),
-            f'"dataframe_split" "columns" has {WIDE} columns',
-            mlflow_message,
-        ),
-        (
-            "/invocations",
-            "application/json",
-            orjson.dumps({"dataframe_records": [dict.fromkeys(NAMES, 1)]}),
-            f'"dataframe_records" row 0 has {WIDE} columns',
-            mlflow_message,
-        ),
-        (
-            "/invocations",
-            "application/json",
-            orjson.dumps({"inputs": {name: [1] for name in NAMES}}),
-            f'"inputs" has {WIDE} columns',
-            mlflow_message,
-        ),
-        (
-            "/v1/models/iris/predict",
-            "application/json",
-            orjson.dumps({"instances": [dict.fromkeys(NAMES, 1)]}),
-            f"the input has {WIDE} columns",
-            error_message,
-        ),
-        (
-            "/v1/models/iris/predict",
-            "application/json",
-            orjson.dumps({"inputs": {name: [1] for name in NAMES}}),
-            f"the input has {WIDE} columns",
-            error_message,
-        ),
-        (
-            "/v2/models/iris/infer",
-            "application/json",
-            orjson.dumps({"inputs": [{"name": n, "datatype": "INT64", "shape": [1], "data": [1]} for n in NAMES]}),
-            f'"inputs" has {WIDE} tensors',
-            error_message,
-        ),
-    ],
-    ids=["csv", "split", "records", "mlflow-inputs", "native-instances", "native-inputs", "v2"],
-)
-def test_a_table_wider_than_max_columns_is_refused_before_it_is_built(
-    numeric_model: Any, path: str, content_type: str, body: bytes, where: str, message: Any
-) -> None:
-    app = create_app(quiet_settings(max_columns=1_000), shipyard.connect())
-
-    async def scenario() -> httpx.Response:
-        async with running(app) as client:
-            return await client.post(path, content=body, headers={"content-type": content_type})
-
-    answer = asyncio.run(scenario())
-    assert answer.status_code == 413, answer.text
-    text = message(answer)
-    assert where in text
-    assert "more than the limit of 1000 (max_columns in the serve config" in text
-
-
-def test_a_csv_as_wide_as_the_limit_is_scored(numeric_model: Any) -> None:
-    _, X = numeric_model
-    app = create_app(quiet_settings(max_columns=4), shipyard.connect())  # iris takes exactly 4 columns
+def test_a_csv_as_wide_as_the_limit_is_scored(iris_service: shipyard.ModelService) -> None:
+    header = ",".join(IRIS)
+    values = ",".join(str(v) for v in IRIS.values())
+    app = create_app(quiet_settings(max_columns=4), iris_service)  # iris takes exactly 4 columns
 
     async def scenario() -> tuple[httpx.Response, httpx.Response]:
         async with running(app) as client:
             csv = {"content-type": "text/csv"}
-            fits = await client.post("/invocations", content=X.head(3).to_csv(index=False).encode(), headers=csv)
-            wider = X.head(3).assign(extra=1).to_csv(index=False).encode()
-            return fits, await client.post("/invocations", content=wider, headers=csv)
+            fits = f"{header}\n{values}\n{values}\n{values}\n".encode()
+            wider = f"{header},extra\n{values},1\n".encode()
+            return (
+                await client.post("/invocations", content=fits, headers=csv),
+                await client.post("/invocations", content=wider, headers=csv),
+            )
 
     fits, wider = asyncio.run(scenario())
     assert fits.status_code == 200, fits.text
