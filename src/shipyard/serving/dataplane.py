@@ -8,6 +8,7 @@ the rollout are bumped. A model without a deployment costs nothing extra.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import random
@@ -29,6 +30,8 @@ from shipyard.serving.settings import ServeSettings
 from shipyard.serving.shadow import Background, Job
 
 _log = logging.getLogger("shipyard.serving")
+CELLS_IN_THREAD = 50_000
+"""Inputs with more values (rows x columns) than this are checked against the signature off the event loop."""
 
 if TYPE_CHECKING:
     from shipyard.monitoring.predlog import PredictionLogger
@@ -157,12 +160,16 @@ class DataPlane:
             served, data = self._routed(routing, data, headers)
         if deployment is not None and deployment.sticky_fields:
             data = _without_foreign_fields(data, deployment.sticky_fields, served)
-        check_columns(count_columns(data), self.max_columns(served), "the input")
+        columns = count_columns(data)
+        check_columns(columns, self.max_columns(served), "the input")
         started = time.perf_counter()
         features = None
         try:
             # the validated rows are kept: a shadow or incumbent with the same inputs and the log reuse them
-            features = served.model.features(data, allow_extra=allow_extra)
+            if rows * max(columns, 1) > CELLS_IN_THREAD:  # building a large table would hold every other request
+                features = await asyncio.to_thread(served.model.features, data, allow_extra=allow_extra)
+            else:
+                features = served.model.features(data, allow_extra=allow_extra)
             scores = await served.batcher.submit(features, self.settings.timeout_s)
         except TimeoutError:
             if routing is not None:

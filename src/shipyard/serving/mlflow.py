@@ -34,7 +34,7 @@ from starlette.responses import Response
 
 from shipyard.errors import InvalidInput, NotFound, UnsupportedMediaType
 from shipyard.serving.dataplane import DataPlane, Prediction, check_columns, count_rows
-from shipyard.serving.jsonio import json_response, plain, read_json
+from shipyard.serving.jsonio import json_response, parse_json, plain
 from shipyard.serving.openapi import json_body, schema_with_example
 
 CONTENT_TYPE_CSV = "text/csv"
@@ -48,7 +48,7 @@ INPUTS = "inputs"
 SUPPORTED_FORMATS = (DF_SPLIT, DF_RECORDS, INSTANCES, INPUTS)
 PARAMS = "params"
 PREDICT_METHODS = ("predict", "predict_proba")
-CSV_IN_THREAD_BYTES = 256 * 1024  # larger CSV bodies are parsed off the event loop
+PARSE_IN_THREAD_BYTES = 256 * 1024  # larger bodies are parsed (and their tables built) off the event loop
 NO_LIMIT = sys.maxsize
 
 REQUIRED_INPUT_FORMAT = (
@@ -224,6 +224,10 @@ def data_from_json(payload: Any, max_columns: int = NO_LIMIT) -> tuple[Any, dict
     return _PARSERS[keys[0]](payload[keys[0]], max_columns), params
 
 
+def _data_from_body(body: bytes, max_columns: int) -> tuple[Any, dict[str, Any]]:
+    return data_from_json(parse_json(body), max_columns)
+
+
 def read_csv(body: bytes, string_columns: list[str]) -> pd.DataFrame:
     """A CSV body with a header row as a DataFrame; ``string_columns`` stay text (``"007"`` is not 7)."""
     try:
@@ -257,13 +261,18 @@ def router(dataplane: DataPlane) -> APIRouter:
             body = await request.body()
             check_columns(csv_columns(body), max_columns(name), "the CSV header row")
             columns = string_columns(name)
-            if len(body) > CSV_IN_THREAD_BYTES:
+            if len(body) > PARSE_IN_THREAD_BYTES:
                 data: Any = await asyncio.to_thread(read_csv, body, columns)
             else:
                 data = read_csv(body, columns)
             params: dict[str, Any] = {}
         else:
-            data, params = data_from_json(await read_json(request), max_columns(name))
+            body = await request.body()
+            limit = max_columns(name)
+            if len(body) > PARSE_IN_THREAD_BYTES:
+                data, params = await asyncio.to_thread(_data_from_body, body, limit)
+            else:
+                data, params = _data_from_body(body, limit)
         method = params.get("predict_method", "predict")
         if method not in PREDICT_METHODS:
             raise InvalidInput(f'"params" "predict_method" must be one of {", ".join(PREDICT_METHODS)}, got {method!r}')
