@@ -27,6 +27,15 @@ def serve(
     max_batch_size: Annotated[int | None, typer.Option(min=1, help="Most rows per model call (default 64).")] = None,
     max_wait_ms: Annotated[float | None, typer.Option(min=0, help="Extra wait to fill a batch (default 0).")] = None,
     timeout: Annotated[float | None, typer.Option(help="Per-request time limit in seconds (default 30).")] = None,
+    header_timeout: Annotated[
+        float | None, typer.Option(help="Seconds a client has to send a request's head (default 10; 408 above).")
+    ] = None,
+    body_timeout: Annotated[
+        float | None, typer.Option(help="Seconds a client has to send a request's body (default 30; 408 above).")
+    ] = None,
+    max_connections_per_client: Annotated[
+        int | None, typer.Option(help="Open connections per client address and worker (default 64; 429 above).")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve registered models over HTTP: native /v1, Open Inference Protocol V2 and MLflow's /invocations."""
@@ -40,6 +49,9 @@ def serve(
         "workers": workers,
         "auth": auth,
         "timeout_s": timeout,
+        "header_timeout_s": header_timeout,
+        "body_timeout_s": body_timeout,
+        "max_connections_per_client": max_connections_per_client,
     }
     settings = (
         ServeSettings.from_file(config, **overrides)

@@ -1,4 +1,10 @@
-"""River online-learning models, stored as a pickle behind a shipyard header and able to keep learning."""
+"""River online-learning models, stored as a restricted pickle behind a shipyard header and able to keep learning.
+
+The pickle may only rebuild reviewed names (see :mod:`shipyard.flavors.river_pickle`): River's own classes
+and functions, the NumPy and standard-library names River uses, and pure functions such as ``math.log1p``.
+Anything else (``os.system``, ``eval``, a lambda, a custom class) is refused at register, before the model
+is called, and again on every load of the bytes, unless the user trusts that exact name.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import pandas as pd
 
 from shipyard.errors import InvalidInput
 from shipyard.flavors.base import Dumped, Features, Flavor, LoadedModel, class_paths
+from shipyard.flavors.river_pickle import check_model, restricted_loads
 
 MAGIC = b"SHIPYARD-RIVER\x00v1\n"
 """Header in front of every River artifact, so that foreign bytes are refused before unpickling."""
@@ -127,12 +134,13 @@ class RiverModel(LoadedModel):
 
 
 class RiverFlavor(Flavor):
-    """Stores River models as a pickle behind a fixed shipyard header.
+    """Stores River models as a pickle behind a fixed shipyard header, rebuilt only from reviewed names.
 
-    Unpickling runs code, so this flavor only ever unpickles artifacts the registry wrote itself: the
-    registry checks the artifact's SHA-256 against the hash it recorded at registration before calling
-    :meth:`load`, and :meth:`check_format` refuses anything without the header. River models are never
-    read from user files (``read_file`` refuses), since a pickle file from outside cannot be trusted.
+    :meth:`dump` refuses a model holding anything outside the reviewed names (a custom class, ``os.system``,
+    ``eval``, a lambda) before serialising it, and reads its own bytes back with the restricted unpickler so
+    that nothing is stored that could not be loaded. :meth:`load` uses that restricted unpickler on every
+    load, so bytes changed on disk cannot import or call anything else either; ``trusted_types`` admits
+    extra exact names. River models are never read from user files (``read_file`` refuses).
 
     >>> from river import linear_model
     >>> model = linear_model.LinearRegression()
@@ -155,10 +163,17 @@ class RiverFlavor(Flavor):
         return any(path.startswith("river.") for path in class_paths(model))
 
     def dump(self, model: Any, *, trusted_types: Sequence[str] = ()) -> Dumped:
+        """Check the model object, pickle it, and read the bytes back with the restricted unpickler.
+
+        Nothing on the model is called before the check; a refused name raises
+        :class:`~shipyard.errors.UntrustedTypes` naming it and where it sits.
+        """
+        check_model(model, trusted_types)
         try:
             data = pickle.dumps(model, protocol=5)
         except (pickle.PicklingError, AttributeError, TypeError) as exc:
             raise InvalidInput(f"cannot store this River model, it does not pickle: {exc}") from None
+        restricted_loads(data, trusted_types, where="the model")
         return Dumped(data=MAGIC + data, meta={"kind": type(model).__name__})
 
     def check_format(self, data: bytes) -> None:
@@ -168,6 +183,4 @@ class RiverFlavor(Flavor):
     def load(self, data: bytes, meta: dict[str, Any], *, trusted_types: Sequence[str] = ()) -> RiverModel:
         self.check_format(data)
         self._import("river")
-        # Safe only because the registry verified the SHA-256 of bytes it wrote itself (see the class docstring).
-        model = pickle.loads(data[len(MAGIC) :])
-        return RiverModel(model)
+        return RiverModel(restricted_loads(data[len(MAGIC) :], trusted_types))

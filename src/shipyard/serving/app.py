@@ -28,6 +28,7 @@ from shipyard.serving.metrics import ServerMetrics, live_monitor
 from shipyard.serving.middleware import ServingMiddleware
 from shipyard.serving.online import FEEDBACK_BODY, OnlineServing
 from shipyard.serving.repository import Deployment, ModelRepository
+from shipyard.serving.scopes import RouteScopes, SlashRedirect
 from shipyard.serving.settings import ServeSettings
 
 log = logging.getLogger("shipyard.serving")
@@ -157,6 +158,7 @@ def create_app(
         description="Predictions from models in the shipyard registry: native, Open Inference Protocol V2 "
         "and MLflow scoring protocols.",
         lifespan=lifespan,
+        redirect_slashes=False,  # SlashRedirect below: the router's own copies the Host header into Location
     )
     app.state.settings = settings
     app.state.dataplane = dataplane
@@ -194,6 +196,8 @@ def create_app(
     async def prometheus(request: Request) -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    scopes = RouteScopes(app.routes)
+    app.router.default = SlashRedirect(app.router.default, scopes)
     routed = FastPredict(app, dataplane=dataplane, online=online)
-    guarded = AuthMiddleware(routed, service=service, required=settings.auth_required())
+    guarded = AuthMiddleware(routed, service=service, routes=scopes, required=settings.auth_required())
     return ServingMiddleware(guarded, metrics=metrics, max_body_bytes=settings.max_body_bytes)

@@ -5,6 +5,9 @@ With auth on, every route except the health, metrics and docs routes needs a key
 answered with 401 (and ``WWW-Authenticate: Bearer``); a valid key without the route's scope with 403, both in
 the error shape of the route's protocol. An ``admin`` key may call every route.
 
+The scope a request needs is that of the route it matches (:class:`shipyard.serving.scopes.RouteScopes`), never
+a guess from the text of the path.
+
 The server does not ask the database on every request: the row of each key id (its scopes, salt, hash and
 revocation) is cached for :data:`CACHE_SECONDS`, so a revoked key stops working within that time. Lookups run in
 a worker thread, one at a time per key id, so the event loop never waits on the database. The secret is checked
@@ -27,58 +30,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from shipyard.errors import ShipyardError
 from shipyard.registry.keys import KeyStore, StoredKey, parse_key
 from shipyard.service import ModelService
-from shipyard.serving.errors import error_payload
+from shipyard.serving.errors import client_message, error_payload
+from shipyard.serving.scopes import RouteScopes
 
 log = logging.getLogger("shipyard.serving.auth")
 
 CACHE_SECONDS = 2.0
 MAX_CACHED = 10_000
 TOUCH_SECONDS = 60.0
-
-PUBLIC_PATHS = frozenset(
-    {
-        "/healthz",
-        "/readyz",
-        "/metrics",
-        "/docs",
-        "/docs/oauth2-redirect",
-        "/openapi.json",
-        "/v2/health/live",
-        "/v2/health/ready",
-        "/ping",
-        "/health",
-        "/version",
-    }
-)
-"""Routes that answer without a key (plus ``GET /v2``, the V2 server metadata)."""
-
-
-def required_scope(method: str, path: str) -> str | None:
-    """The scope a request needs, or ``None`` for a public route. Unknown routes need ``admin``.
-
-    >>> required_scope("POST", "/v1/models/fraud/predict"), required_scope("GET", "/v2/models/fraud")
-    ('predict', 'predict')
-    >>> required_scope("POST", "/v1/feedback"), required_scope("POST", "/admin/reload")
-    ('feedback', 'admin')
-    >>> required_scope("POST", "/v1/models/fraud/feedback")
-    'feedback'
-
-    >>> required_scope("GET", "/healthz"), required_scope("GET", "/v2"), required_scope("GET", "/secret")
-    (None, None, 'admin')
-    """
-    if path in PUBLIC_PATHS or (path in ("/v2", "/v2/") and method in ("GET", "HEAD")):
-        return None
-    if _under(path, "/admin"):
-        return "admin"
-    if _under(path, "/v1/feedback") or (_under(path, "/v1/models") and path.endswith("/feedback")):
-        return "feedback"
-    if _under(path, "/v1/models") or _under(path, "/v2/models") or path.endswith("/invocations"):
-        return "predict"
-    return "admin"
-
-
-def _under(path: str, prefix: str) -> bool:
-    return path == prefix or path.startswith(prefix + "/")
 
 
 def presented_key(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -108,9 +67,16 @@ class AuthMiddleware:
     """Checks the API key and scope of every request that needs one; passes everything when not ``required``."""
 
     def __init__(
-        self, app: ASGIApp, *, service: ModelService, required: bool, cache_seconds: float = CACHE_SECONDS
+        self,
+        app: ASGIApp,
+        *,
+        service: ModelService,
+        routes: RouteScopes,
+        required: bool,
+        cache_seconds: float = CACHE_SECONDS,
     ) -> None:
         self.app = app
+        self.routes = routes
         self.service = service
         self.required = required
         self.cache_seconds = cache_seconds
@@ -132,7 +98,7 @@ class AuthMiddleware:
             return
         method: str = scope["method"]
         path: str = scope["path"]
-        needed = required_scope(method, path)
+        needed = self.routes.required(scope)
         if needed is None:
             await self.app(scope, receive, send)
             return
@@ -160,8 +126,9 @@ class AuthMiddleware:
         try:
             stored = await self._lookup(key_id)
         except ShipyardError as exc:
-            log.warning("cannot check API key %s: %s", key_id, exc.message)
-            await self._deny(send, path, 503, f"cannot check the API key now: {exc.message}", "StorageError")
+            request_id = scope.get("state", {}).get("request_id", "")
+            message = f"cannot check the API key now: {client_message(exc, request_id)}"
+            await self._deny(send, path, int(exc.status), message, type(exc).__name__)
             return
         if stored is None or not stored.matches(secret):
             log.debug("refused unknown key id or wrong secret for key id %s on %s %s", key_id, method, path)

@@ -8,8 +8,11 @@ the rollout are bumped. A model without a deployment costs nothing extra.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import random
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +30,8 @@ from shipyard.serving.settings import ServeSettings
 from shipyard.serving.shadow import Background, Job
 
 _log = logging.getLogger("shipyard.serving")
+CELLS_IN_THREAD = 50_000
+"""Inputs with more values (rows x columns) than this are checked against the signature off the event loop."""
 
 if TYPE_CHECKING:
     from shipyard.monitoring.predlog import PredictionLogger
@@ -68,6 +73,37 @@ def count_rows(data: Any) -> int:
     if isinstance(data, Sequence) and not isinstance(data, str):
         return len(data)
     return 1
+
+
+def count_columns(data: Any) -> int:
+    """Columns in caller data: a frame's, a mapping's keys, or the widest record or row (0 for an array).
+
+    >>> count_columns({"a": [1], "b": [2]}), count_columns([{"a": 1}, {"a": 1, "b": 2}]), count_columns([[1, 2, 3]])
+    (2, 2, 3)
+    """
+    if isinstance(data, pd.DataFrame):
+        return int(data.shape[1])
+    if isinstance(data, Mapping):
+        return len(data)
+    if isinstance(data, Sequence) and not isinstance(data, str):
+        return max(
+            (len(row) for row in data if isinstance(row, (Mapping, Sequence)) and not isinstance(row, str)),
+            default=0,
+        )
+    return 0  # a typed array (or a single value) costs little per column
+
+
+def check_columns(count: int, limit: int, what: str) -> None:
+    """Refuse (413) input with more than ``limit`` columns, before any table is built from it.
+
+    Building and checking a table costs time per column, on the event loop: a small body with tens of
+    thousands of columns would otherwise hold every other request (``/healthz`` too) for seconds.
+    """
+    if count > limit:
+        raise PayloadTooLarge(
+            f"{what} has {count} columns, more than the limit of {limit} (max_columns in the serve config, or "
+            "the model's input count if larger); send only the model's input columns"
+        )
 
 
 class DataPlane:
@@ -124,11 +160,16 @@ class DataPlane:
             served, data = self._routed(routing, data, headers)
         if deployment is not None and deployment.sticky_fields:
             data = _without_foreign_fields(data, deployment.sticky_fields, served)
+        columns = count_columns(data)
+        check_columns(columns, self.max_columns(served), "the input")
         started = time.perf_counter()
         features = None
         try:
             # the validated rows are kept: a shadow or incumbent with the same inputs and the log reuse them
-            features = served.model.features(data, allow_extra=allow_extra)
+            if rows * max(columns, 1) > CELLS_IN_THREAD:  # building a large table would hold every other request
+                features = await asyncio.to_thread(served.model.features, data, allow_extra=allow_extra)
+            else:
+                features = served.model.features(data, allow_extra=allow_extra)
             scores = await served.batcher.submit(features, self.settings.timeout_s)
         except TimeoutError:
             if routing is not None:
@@ -171,6 +212,20 @@ class DataPlane:
             except Exception:  # the answer is ready: logging it must never fail the request
                 _log.exception("could not log request %s of %s", request_id, served.info.ref)
         return Prediction(served, scores)
+
+    def max_columns(self, served: ServedModel) -> int:
+        """The most columns a request to ``served`` may have: ``max_columns``, or its input width if larger.
+
+        A tensor signature's width is the product of its dimensions after the batch (no limit if one is free).
+        """
+        signature = served.model.signature
+        width = 0
+        if signature is not None and signature.tensor is not None:
+            dims = signature.tensor.shape[1:]
+            width = sys.maxsize if any(d is None for d in dims) else math.prod(d or 1 for d in dims)
+        elif signature is not None:
+            width = len(signature.inputs)
+        return max(self.settings.max_columns, width)
 
     def _routed(
         self, routing: Route, data: Any, headers: Sequence[tuple[bytes, bytes]] | None

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from shipyard.errors import InvalidInput, SchemaError, ShipyardError
 from shipyard.serving import native
 from shipyard.serving.dataplane import DataPlane
-from shipyard.serving.errors import error_payload
+from shipyard.serving.errors import client_message, error_payload
 from shipyard.serving.jsonio import as_object, dumps, parse_json
 from shipyard.serving.online import OnlineServing, RateLimited
 
@@ -76,7 +76,8 @@ class FastPredict:
             if isinstance(exc, RateLimited):
                 headers = [*_JSON, (b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode())]
             extra = {"problems": exc.problems} if isinstance(exc, SchemaError) else None
-            payload = error_payload(scope["path"], status, exc.message, type(exc).__name__, extra)
+            shown = client_message(exc, scope.get("state", {}).get("request_id", ""))
+            payload = error_payload(scope["path"], status, shown, type(exc).__name__, extra)
         except Exception as exc:
             request_id = scope.get("state", {}).get("request_id", "")
             log.exception("unexpected error in request %s", request_id)

@@ -180,6 +180,18 @@ class ServerMetrics:
             registry=self.registry,
             multiprocess_mode="max",
         )
+        self.connections_refused = Counter(
+            "shipyard_connections_refused",
+            "Connections refused (429) because their client address already held max_connections_per_client.",
+            registry=self.registry,
+        )
+        self.client_timeouts = Counter(
+            "shipyard_client_timeouts",
+            "Connections closed because the client did not send a request's head (kind=header) or body "
+            "(kind=body) within its deadline.",
+            ["kind"],
+            registry=self.registry,
+        )
         self._request_children: dict[tuple[str, str, str, str], tuple[Any, Any, Any]] = {}
         self._log_dropped_seen = 0
         self._resources_lock = threading.Lock()
@@ -205,6 +217,14 @@ class ServerMetrics:
         children[1].observe(seconds)
         if children[2] is not None:
             children[2].observe(seconds)
+
+    def connection_refused(self) -> None:
+        """Count a connection refused by the per-client cap (see :mod:`shipyard.serving.limits`)."""
+        self.connections_refused.inc()
+
+    def client_timed_out(self, kind: str) -> None:
+        """Count a client too slow to send its request's ``kind`` (``header`` or ``body``)."""
+        self.client_timeouts.labels(kind).inc()
 
     def observe_batch(self, model: str, version: int, stats: BatchStats) -> None:
         """Record one model call."""

@@ -2,6 +2,12 @@
 
 Every prediction's answer also carries ``X-Shipyard-Version``: the model version that served it (the
 adapters put it in the request state before the answer starts).
+
+The body limit holds however the body comes: a ``Content-Length`` over it is answered 413 at once; a
+chunked body is counted as it is read, and the read that passes the limit raises :class:`BodyTooLarge`,
+a :class:`~shipyard.errors.PayloadTooLarge` that every protocol answers with 413 in its own error shape.
+A client that goes away (or is cut off by the body deadline) before its body is complete raises
+:class:`BodyIncomplete` (408) rather than reaching the error log as an unexpected failure.
 """
 
 from __future__ import annotations
@@ -9,11 +15,14 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from http import HTTPStatus
 from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shipyard.errors import PayloadTooLarge, ShipyardError
+from shipyard.serving.limits import OBSERVER_KEY
 from shipyard.serving.metrics import ServerMetrics
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -30,8 +39,22 @@ def _error_body(path: str, message: str) -> bytes:
     return orjson.dumps({"error": message, "detail": {"type": "PayloadTooLarge"}})
 
 
-class _BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(PayloadTooLarge):
+    """The request body, read so far, is over the server's ``max_body_bytes`` (413)."""
+
+
+class BodyIncomplete(ShipyardError):
+    """The client went away, or was cut off by the body deadline, before sending the whole body (408)."""
+
+    status = HTTPStatus.REQUEST_TIMEOUT
+
+
+def too_large_message(limit: int) -> str:
+    """What a client whose body is over ``limit`` bytes is told."""
+    return (
+        f"the request body is larger than the limit of {limit} bytes (max_body_bytes); "
+        "send fewer rows per request or raise max_body_bytes in the serve config"
+    )
 
 
 class ServingMiddleware:
@@ -44,6 +67,9 @@ class ServingMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "lifespan" and isinstance(scope.get("state"), dict):
+                # uvicorn shares the lifespan state with its protocol: the connection limits count into our metrics
+                scope["state"][OBSERVER_KEY] = self.metrics
             await self.app(scope, receive, send)
             return
         request_id = ""
@@ -59,10 +85,12 @@ class ServingMiddleware:
         header = (REQUEST_ID_HEADER, request_id.encode("latin-1"))
         path: str = scope["path"]
         status_holder = [500]
+        answered = [False]
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder[0] = message["status"]
+                answered[0] = True
                 version = state.get("version")
                 if version is None:
                     message["headers"] = [*message.get("headers", []), header]
@@ -75,22 +103,32 @@ class ServingMiddleware:
             return
 
         received = 0
+        complete = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, complete
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise _BodyTooLarge
+                    raise BodyTooLarge(too_large_message(self.max_body_bytes))
+                complete = not message.get("more_body", False)
+            elif message["type"] == "http.disconnect" and not complete:
+                raise BodyIncomplete(
+                    f"the client sent {received} bytes of the body and then went away or was too slow; nothing "
+                    "was done with the request"
+                )
             return message
 
         started = time.perf_counter()
         self.metrics.in_flight.inc()
         try:
             await self.app(scope, limited_receive, send_with_id)
-        except _BodyTooLarge:
-            await self._too_large(path, send_with_id, received)
+        except BodyTooLarge:  # raised outside FastAPI (the fast prediction routes): FastAPI answers its own
+            if not answered[0]:
+                await self._too_large(path, send_with_id, received)
+        except BodyIncomplete:
+            status_holder[0] = int(HTTPStatus.REQUEST_TIMEOUT)  # nobody is listening for an answer
         finally:
             self.metrics.in_flight.dec()
             route = scope.get("route")
@@ -103,11 +141,7 @@ class ServingMiddleware:
             )
 
     async def _too_large(self, path: str, send: Send, size: int) -> None:
-        message = (
-            f"the request body is larger than the limit of {self.max_body_bytes} bytes; "
-            "send fewer rows per request or raise --max-body-bytes"
-        )
-        body = _error_body(path, message)
+        body = _error_body(path, too_large_message(self.max_body_bytes))
         await send(
             {
                 "type": "http.response.start",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import sys
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -32,8 +33,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from shipyard.errors import InvalidInput, NotFound, UnsupportedMediaType
-from shipyard.serving.dataplane import DataPlane, Prediction, count_rows
-from shipyard.serving.jsonio import json_response, plain, read_json
+from shipyard.serving.dataplane import DataPlane, Prediction, check_columns, count_rows
+from shipyard.serving.jsonio import json_response, parse_json, plain
 from shipyard.serving.openapi import json_body, schema_with_example
 
 CONTENT_TYPE_CSV = "text/csv"
@@ -47,7 +48,8 @@ INPUTS = "inputs"
 SUPPORTED_FORMATS = (DF_SPLIT, DF_RECORDS, INSTANCES, INPUTS)
 PARAMS = "params"
 PREDICT_METHODS = ("predict", "predict_proba")
-CSV_IN_THREAD_BYTES = 256 * 1024  # larger CSV bodies are parsed off the event loop
+PARSE_IN_THREAD_BYTES = 256 * 1024  # larger bodies are parsed (and their tables built) off the event loop
+NO_LIMIT = sys.maxsize
 
 REQUIRED_INPUT_FORMAT = (
     "The input must be a JSON dictionary with exactly one of the input fields "
@@ -102,7 +104,22 @@ def media_type(content_type: str) -> str:
     return mime
 
 
-def _split_frame(value: Any) -> Any:
+def csv_columns(body: bytes) -> int:
+    """Columns in the header row of a CSV body, counted without parsing it (a quoted comma counts too).
+
+    >>> csv_columns(b"a,b,c\\n1,2,3\\n"), csv_columns(b"a")
+    (3, 1)
+    """
+    end = body.find(b"\n")
+    return (body if end < 0 else body[:end]).count(b",") + 1
+
+
+def _widest(rows: list[Any]) -> int:
+    """The most values in one row of ``rows`` (lists of values or objects)."""
+    return max((len(row) for row in rows if isinstance(row, (list, Mapping))), default=0)
+
+
+def _split_frame(value: Any, max_columns: int) -> Any:
     """``dataframe_split``: a DataFrame when ``columns`` are given, else rows in the signature's column order."""
     if not isinstance(value, Mapping):
         kind = "list" if isinstance(value, list) else f"type {type(value).__name__}"
@@ -117,9 +134,11 @@ def _split_frame(value: Any) -> Any:
     if not isinstance(data, list) or not all(isinstance(row, list) for row in data):
         raise InvalidInput('"dataframe_split" "data" must be a list of rows, each a list of values')
     if columns is None:
+        check_columns(_widest(data), max_columns, '"dataframe_split" "data"')
         return data
     if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
         raise InvalidInput('"dataframe_split" "columns" must be a list of column names')
+    check_columns(len(columns), max_columns, '"dataframe_split" "columns"')
     if len(set(columns)) != len(columns):
         duplicated = sorted({c for c in columns if columns.count(c) > 1})
         raise InvalidInput(f'"dataframe_split" "columns" names a column twice: {", ".join(duplicated)}')
@@ -133,7 +152,7 @@ def _split_frame(value: Any) -> Any:
     return pd.DataFrame(data, columns=columns, index=index)
 
 
-def _records_frame(value: Any) -> pd.DataFrame:
+def _records_frame(value: Any, max_columns: int) -> pd.DataFrame:
     """``dataframe_records``: a list of objects, one per row."""
     if not isinstance(value, list):
         kind = "dictionary" if isinstance(value, Mapping) else f"type {type(value).__name__}"
@@ -143,13 +162,15 @@ def _records_frame(value: Any) -> pd.DataFrame:
             raise InvalidInput(
                 f'"dataframe_records" row {number} is a {type(record).__name__}, not an object of column values'
             )
+        check_columns(len(record), max_columns, f'"dataframe_records" row {number}')
     return pd.DataFrame.from_records(value)
 
 
-def _instances(value: Any) -> Any:
+def _instances(value: Any, max_columns: int) -> Any:
     """``instances`` (TF-serving rows): records become columns, as MLflow does; rows of values pass through."""
     if not isinstance(value, list):
         raise InvalidInput(f'"instances" must be a list of rows, got {type(value).__name__}')
+    check_columns(_widest(value), max_columns, '"instances"')
     if not value or not isinstance(value[0], Mapping):
         return value
     fields = list(value[0])
@@ -167,18 +188,19 @@ def _instances(value: Any) -> Any:
     return columns
 
 
-def _inputs(value: Any) -> Any:
+def _inputs(value: Any, max_columns: int) -> Any:
     """``inputs`` (TF-serving columns): an object of columns, or a list of rows (values or objects)."""
     if not isinstance(value, (list, Mapping)):
         raise InvalidInput(f'"inputs" must be an object of columns or a list of rows, got {type(value).__name__}')
+    check_columns(len(value) if isinstance(value, Mapping) else _widest(value), max_columns, '"inputs"')
     return value
 
 
 _PARSERS = {DF_SPLIT: _split_frame, DF_RECORDS: _records_frame, INSTANCES: _instances, INPUTS: _inputs}
 
 
-def data_from_json(payload: Any) -> tuple[Any, dict[str, Any]]:
-    """The model input and the ``params`` of an MLflow JSON body.
+def data_from_json(payload: Any, max_columns: int = NO_LIMIT) -> tuple[Any, dict[str, Any]]:
+    """The model input and the ``params`` of an MLflow JSON body (413 if it has more than ``max_columns``).
 
     >>> data_from_json({"dataframe_split": {"columns": ["a"], "data": [[1], [2]]}})[0]["a"].tolist()
     [1, 2]
@@ -199,7 +221,11 @@ def data_from_json(payload: Any) -> tuple[Any, dict[str, Any]]:
         params = {}
     if not isinstance(params, dict):
         raise InvalidInput(f'"params" must be a JSON object, got {type(params).__name__}')
-    return _PARSERS[keys[0]](payload[keys[0]]), params
+    return _PARSERS[keys[0]](payload[keys[0]], max_columns), params
+
+
+def _data_from_body(body: bytes, max_columns: int) -> tuple[Any, dict[str, Any]]:
+    return data_from_json(parse_json(body), max_columns)
 
 
 def read_csv(body: bytes, string_columns: list[str]) -> pd.DataFrame:
@@ -225,19 +251,28 @@ def router(dataplane: DataPlane) -> APIRouter:
             return []
         return [c.name for c in signature.inputs if c.dtype in ("string", "category")]
 
+    def max_columns(name: str) -> int:
+        return dataplane.max_columns(repository.current(name))
+
     async def invoke(request: Request, name: str) -> Response:
         request.state.model = name
         mime = media_type(request.headers.get("content-type", ""))
         if mime == CONTENT_TYPE_CSV:
             body = await request.body()
+            check_columns(csv_columns(body), max_columns(name), "the CSV header row")
             columns = string_columns(name)
-            if len(body) > CSV_IN_THREAD_BYTES:
+            if len(body) > PARSE_IN_THREAD_BYTES:
                 data: Any = await asyncio.to_thread(read_csv, body, columns)
             else:
                 data = read_csv(body, columns)
             params: dict[str, Any] = {}
         else:
-            data, params = data_from_json(await read_json(request))
+            body = await request.body()
+            limit = max_columns(name)
+            if len(body) > PARSE_IN_THREAD_BYTES:
+                data, params = await asyncio.to_thread(_data_from_body, body, limit)
+            else:
+                data, params = _data_from_body(body, limit)
         method = params.get("predict_method", "predict")
         if method not in PREDICT_METHODS:
             raise InvalidInput(f'"params" "predict_method" must be one of {", ".join(PREDICT_METHODS)}, got {method!r}')

@@ -1,12 +1,13 @@
 """Run the server with uvicorn (uvloop + httptools): in this process, or pre-forked into several workers.
 
-One worker runs uvicorn directly. Several workers run under gunicorn's arbiter with ``preload_app``: the
-parent imports the libraries and loads and warms up the models once, then forks the workers, which share
-those memory pages (copy-on-write; :func:`gc.freeze` keeps the collector from touching them). Each
-worker runs uvicorn's server on the shared socket (``uvicorn_worker.UvicornWorker``). The arbiter
-restarts a worker that dies, and on SIGTERM lets every worker finish its in-flight requests.
+Either way uvicorn speaks HTTP through the protocol of :mod:`shipyard.serving.limits` (httptools with header
+and body read deadlines and a cap on connections per client address). One worker runs uvicorn directly.
+Several workers run under gunicorn's arbiter with ``preload_app``: the parent imports the libraries and
+loads and warms up the models once, then forks the workers, which share those memory pages
+(copy-on-write; :func:`gc.freeze` keeps the collector from touching them). Each worker runs uvicorn's
+server on the shared socket (``uvicorn_worker.UvicornWorker``). The arbiter restarts a worker that dies,
+and on SIGTERM lets every worker finish its in-flight requests.
 """
-
 
 from __future__ import annotations
 
@@ -67,9 +68,12 @@ def serve(settings: ServeSettings, *, log_level: str = "info") -> None:
 
 
 def _uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
+    from shipyard.serving.limits import ClientLimits, guarded_protocol
+
+    limits = ClientLimits(settings.header_timeout_s, settings.body_timeout_s, settings.max_connections_per_client)
     return {
         "loop": "uvloop",
-        "http": "httptools",
+        "http": guarded_protocol(limits),  # httptools, with read deadlines and a per-client connection cap
         "access_log": False,
         "timeout_graceful_shutdown": int(settings.timeout_s) + 5,
         "server_header": False,

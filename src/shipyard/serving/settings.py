@@ -137,6 +137,26 @@ class ServeSettings(BaseModel):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1, description="Largest request body (413 above).")
     max_rows: int = Field(default=10_000, ge=1, description="Most rows in one request (413 above).")
     timeout_s: float = Field(default=30.0, gt=0, description="Per-request time limit (504 above).")
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a client has to send a request's head, from the connection's opening or the previous "
+        "answer (408 and close above).",
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="Seconds a client has to send a whole request body after its head (408 above)."
+    )
+    max_connections_per_client: int = Field(
+        default=64,
+        ge=1,
+        description="Open connections one client address may hold per worker process; one more is answered 429.",
+    )
+    max_columns: int = Field(
+        default=1_000,
+        ge=1,
+        description="Most columns in an MLflow request (text/csv header, dataframe_split columns, record fields), "
+        "or the model's input count if larger; a wider body is refused (413) before a table is built from it.",
+    )
     reload_interval_s: float = Field(
         default=1.0, gt=0, description="How often aliases and deployments are checked for changes in the registry."
     )
@@ -165,10 +185,25 @@ class ServeSettings(BaseModel):
         return self.models.get(name, self.batching)
 
     def auth_required(self) -> bool:
-        """Whether API keys are required: explicit, or on for any non-loopback address."""
+        """Whether API keys are required: explicit, or else on unless every address ``host`` resolves to is loopback.
+
+        The bind address is resolved, not read as text (``127.attacker.example`` is a name like any other); a name
+        that does not resolve counts as not loopback.
+
+        >>> ServeSettings(host="127.0.0.1").auth_required(), ServeSettings(host="0.0.0.0").auth_required()
+        (False, True)
+        """
         if self.auth is not None:
             return self.auth
-        return self.host not in ("127.0.0.1", "localhost", "::1") and not self.host.startswith("127.")
+        import ipaddress
+        import socket
+
+        try:
+            found = socket.getaddrinfo(self.host, None)
+        except (OSError, UnicodeError):
+            return True
+        addresses = {info[4][0] for info in found if isinstance(info[4][0], str)}
+        return not addresses or not all(ipaddress.ip_address(a.partition("%")[0]).is_loopback for a in addresses)
 
     @classmethod
     def from_yaml_text(cls, text: str, **overrides: Any) -> ServeSettings:

@@ -6,8 +6,7 @@ beyond this server. The statistics come from the prediction log (the same ``moni
 ``shipyard monitor`` and ``shipyard report``), computed in a worker thread and cached for
 :data:`CACHE_SECONDS` so that many open dashboards cost one computation.
 
-Every route under ``/ui`` needs the ``admin`` scope when auth is on (:func:`shipyard.serving.auth.required_scope`
-gives unknown routes ``admin``).
+Every route under ``/ui`` needs the ``admin`` scope when auth is on (:data:`shipyard.serving.scopes.ROUTE_SCOPES`).
 """
 
 from __future__ import annotations

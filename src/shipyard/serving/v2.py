@@ -151,7 +151,7 @@ def router(dataplane: DataPlane) -> APIRouter:
         served = await repository.get(name, version=version, alias=alias)
         request.state.model = served.name
         body = await _read_body(request, dataplane.settings.max_body_bytes)
-        infer = parse_request(body, request.headers.get(HEADER_LENGTH))
+        infer = parse_request(body, request.headers.get(HEADER_LENGTH), dataplane.max_columns(served))
         check_requested_outputs(infer, output_names(served.model.has_predict_proba))
         data = features(served.model.signature, infer.inputs)
         prediction = await dataplane.predict(

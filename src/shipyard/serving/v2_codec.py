@@ -13,6 +13,7 @@ Tensor(name='x', datatype='INT32', shape=(2,), values=array([7, 9], dtype=int32)
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from shipyard.errors import InvalidInput
+from shipyard.errors import InvalidInput, PayloadTooLarge
 from shipyard.scoring.batcher import Scores
 from shipyard.serving.v2_tensors import (
     binary_tensor_values,
@@ -69,10 +70,11 @@ class InferRequest:
 
 
 # ---------------------------------------------------------------------- request
-def parse_request(body: bytes, header_length: str | None) -> InferRequest:
+def parse_request(body: bytes, header_length: str | None, max_inputs: int = sys.maxsize) -> InferRequest:
     """An inference request body: JSON, followed by binary tensor data when ``header_length`` is given.
 
     ``header_length`` is the ``Inference-Header-Content-Length`` header: how many bytes of ``body`` are JSON.
+    More than ``max_inputs`` input tensors are refused (413) before any is read.
 
     >>> head = (b'{"id": "7", "inputs": [{"name": "b", "datatype": "BOOL", "shape": [2], '
     ...         b'"parameters": {"binary_data_size": 2}}]}')
@@ -94,7 +96,7 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         raise InvalidInput(f'"id" must be a string, got {describe_json(request_id)}')
     parameters = _parameters(payload.get("parameters"), "the request")
     binary_output = bool(_flag(parameters, "binary_data_output", "the request"))
-    inputs = _inputs(payload.get("inputs"), rest, header_length is not None)
+    inputs = _inputs(payload.get("inputs"), rest, header_length is not None, max_inputs)
     return InferRequest(request_id, inputs, _outputs(payload.get("outputs")), binary_output)
 
 
@@ -130,11 +132,17 @@ def _flag(parameters: dict[str, Any], key: str, where: str) -> bool | None:
     return value
 
 
-def _inputs(raw_inputs: Any, binary: bytes, header_given: bool) -> list[Tensor]:
+def _inputs(raw_inputs: Any, binary: bytes, header_given: bool, max_inputs: int) -> list[Tensor]:
     """The request's ``inputs``; ``binary`` is the data after the JSON, claimed in order by ``binary_data_size``."""
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidInput('"inputs" must be a non-empty array of tensors {name, shape, datatype, data}')
+    if len(raw_inputs) > max_inputs:
+        raise PayloadTooLarge(
+            f'"inputs" has {len(raw_inputs)} tensors, more than the limit of {max_inputs} (max_columns in the serve '
+            "config, or the model's input count if larger); send only the model's inputs"
+        )
     inputs: list[Tensor] = []
+    names: set[str] = set()  # a set: a list scan per input made many inputs cost quadratic time on the event loop
     offset = 0
     for position, item in enumerate(raw_inputs):
         if not isinstance(item, dict):
@@ -142,8 +150,9 @@ def _inputs(raw_inputs: Any, binary: bytes, header_given: bool) -> list[Tensor]:
         name = item.get("name")
         if not isinstance(name, str) or not name:
             raise InvalidInput(f'inputs[{position}] needs a "name" string')
-        if any(t.name == name for t in inputs):
+        if name in names:
             raise InvalidInput(f"input {name!r} is given twice")
+        names.add(name)
         datatype = checked_datatype(name, item.get("datatype"))
         shape = checked_shape(name, item.get("shape"))
         where = f"input {name!r}"
