@@ -152,9 +152,12 @@ def _swap_artifact(service: shipyard.ModelService, mv: shipyard.ModelVersion, da
 
     from shipyard.registry.tables import model_versions
 
+    from shipyard.registry.artifacts import seal
+
     _artifact_path(mv).write_bytes(data)
-    with service.store._engine.begin() as conn:
-        conn.execute(update(model_versions).values(sha256=sha256_hex(data)))
+    digest = sha256_hex(data)
+    with service.store._engine.begin() as conn:  # the hash and the seal that binds the flavor to it
+        conn.execute(update(model_versions).values(sha256=digest, seal=seal(mv.flavor, digest)))
 
 
 # ---------------------------------------------------------------------- register: the model object
