@@ -150,9 +150,8 @@ def _swap_artifact(service: shipyard.ModelService, mv: shipyard.ModelVersion, da
     """Replace a stored artifact and fix its recorded hash, as an attacker with write access would."""
     from sqlalchemy import update
 
-    from shipyard.registry.tables import model_versions
-
     from shipyard.registry.artifacts import seal
+    from shipyard.registry.tables import model_versions
 
     _artifact_path(mv).write_bytes(data)
     digest = sha256_hex(data)
