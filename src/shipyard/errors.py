@@ -171,10 +171,11 @@ class UntrustedArtifact(ShipyardError):
 class IntegrityError(UntrustedArtifact):
     """An artifact whose bytes no longer match the SHA-256 recorded at registration."""
 
-    def __init__(self, name: str, version: int, expected: str, actual: str) -> None:
+    def __init__(self, name: str, version: int, expected: str, actual: str, *, detail: str | None = None) -> None:
+        what = detail or f"expected sha256 {expected}, found {actual}"
         super().__init__(
             f"artifact of {name}:{version} was changed after registration and will not be loaded: "
-            f"expected sha256 {expected}, found {actual}. Register the model again from a trusted source"
+            f"{what}. Register the model again from a trusted source"
         )
         self.name = name
         self.version = version
@@ -186,9 +187,12 @@ class UntrustedTypes(UntrustedArtifact):
     """A skops artifact that contains types outside the trusted list."""
 
     def __init__(self, types: list[str], where: str) -> None:
+        flags = " ".join(f"--trust-type {name}" for name in types)
         super().__init__(
-            f"{where} contains types that are not trusted: {', '.join(types)}. If you know these types are safe, "
-            "pass them with trusted_types=[...] (CLI: --trust-type NAME, or SHIPYARD_TRUSTED_TYPES)"
+            f"{where} contains types that are not trusted: {', '.join(types)}. shipyard loads only reviewed "
+            "types, because a stored model can reach functions that run code, read or write files. If you have "
+            f"read these and know they are safe, trust them on purpose: trusted_types={types!r} "
+            f"(CLI: {flags}; server: SHIPYARD_TRUSTED_TYPES={','.join(types)})"
         )
         self.types = types
 

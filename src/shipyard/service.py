@@ -116,12 +116,16 @@ class ModelService:
         records the version.
         """
         validate_name(name, "model")
-        if online:
-            on_commit = self._online_hook(model, on_commit)
         parent_version = None if parent is None else _version_number(parent)
         parent_info = None if parent_version is None else self.store.get_version(name, parent_version)  # fail early
         clean_lineage = _json_safe(dict(lineage or {}))
         chosen = self.flavors.get(flavor) if flavor else self.flavors.for_model(model)
+        trusted = (*self.trusted_types, *trusted_types)
+        # The flavor checks every type the model holds before anything of it runs (online checks, parameters,
+        # the profile's predictions): an untrusted type is refused here, and nothing has been written.
+        dumped = chosen.dump(model, trusted_types=trusted)
+        if online:
+            on_commit = self._online_hook(model, on_commit)
         if signature is None and X is not None:
             signature = Signature.infer(X, y)
         clean_metrics = _metrics(metrics)
@@ -129,8 +133,6 @@ class ModelService:
         clean_params = _json_safe(dict(params or {}))
         if not clean_params and hasattr(model, "get_params") and chosen.name == "sklearn":
             clean_params = _estimator_params(model)
-        trusted = (*self.trusted_types, *trusted_types)
-        dumped = chosen.dump(model, trusted_types=trusted)
         suffix = chosen.suffixes[0] if chosen.suffixes else f".{chosen.name}"
         # Write and profile in workers while this thread hashes: file I/O, hashlib and numpy release the GIL.
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="shipyard-artifact") as pool:
@@ -232,10 +234,11 @@ class ModelService:
         return self.store.resolve(parsed.name, version=parsed.version, alias=parsed.alias)
 
     def load(self, ref: str | ModelRef, *, trusted_types: Sequence[str] = ()) -> Model:
-        """Load the version ``ref`` points to, after checking its artifact's SHA-256."""
+        """Load the version ``ref`` points to, after checking its artifact's SHA-256 and that its flavor is the
+        one it was registered with."""
         info = self.resolve(ref)
         flavor = self.flavors.get(info.flavor)
-        data = self.artifacts.get(info.artifact_uri, info.sha256, label=info.ref)
+        data = self.artifacts.read(info)
         loaded = flavor.load(data, info.flavor_meta, trusted_types=(*self.trusted_types, *trusted_types))
         return Model(info, loaded)
 

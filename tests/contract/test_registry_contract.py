@@ -208,13 +208,15 @@ def test_swapped_artifact_with_matching_hash_still_refuses_untrusted_types(servi
     from sklearn.preprocessing import FunctionTransformer
     from sqlalchemy import update
 
+    from shipyard.registry.artifacts import seal
     from shipyard.registry.tables import model_versions
 
     mv = service.register(_line(1.0), "fraud")
     evil = sio.dumps(FunctionTransformer(func=os.system))
     _artifact_path(mv).write_bytes(evil)
-    with service.store._engine.begin() as conn:
-        conn.execute(update(model_versions).values(sha256=shipyard.registry.sha256_hex(evil)))
+    digest = shipyard.registry.sha256_hex(evil)
+    with service.store._engine.begin() as conn:  # the attacker rewrites the hash and the seal
+        conn.execute(update(model_versions).values(sha256=digest, seal=seal("sklearn", digest)))
     with pytest.raises(UntrustedTypes, match=r"posix\.system"):
         service.load("fraud:1")
 

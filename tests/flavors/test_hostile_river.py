@@ -150,11 +150,13 @@ def _swap_artifact(service: shipyard.ModelService, mv: shipyard.ModelVersion, da
     """Replace a stored artifact and fix its recorded hash, as an attacker with write access would."""
     from sqlalchemy import update
 
+    from shipyard.registry.artifacts import seal
     from shipyard.registry.tables import model_versions
 
     _artifact_path(mv).write_bytes(data)
-    with service.store._engine.begin() as conn:
-        conn.execute(update(model_versions).values(sha256=sha256_hex(data)))
+    digest = sha256_hex(data)
+    with service.store._engine.begin() as conn:  # the hash and the seal that binds the flavor to it
+        conn.execute(update(model_versions).values(sha256=digest, seal=seal(mv.flavor, digest)))
 
 
 # ---------------------------------------------------------------------- register: the model object

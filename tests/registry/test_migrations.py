@@ -16,7 +16,7 @@ def test_migrated_schema_matches_the_tables_the_code_uses(backend: str, home: Pa
     assert service.list_models() == []  # first use runs the migrations
     with service.store._engine.connect() as conn:
         context = MigrationContext.configure(conn)
-        assert context.get_current_revision() == "0006"
+        assert context.get_current_revision() == "0007"
         differences = compare_metadata(context, metadata)
     assert differences == []
     service.store.close()

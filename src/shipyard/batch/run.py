@@ -284,7 +284,7 @@ def load_model(service: ModelService, info: ModelVersion, trusted_types: Sequenc
     """Read and verify a version's artifact once, and load it; the payload carries the artifact to workers."""
     from shipyard.scoring import Model
 
-    data = service.artifacts.get(info.artifact_uri, info.sha256, label=info.ref)
+    data = service.artifacts.read(info)
     trusted = (*service.trusted_types, *trusted_types)
     loaded = service.flavors.get(info.flavor).load(data, info.flavor_meta, trusted_types=trusted)
     return Model(info, loaded), ModelPayload(info, data, tuple(trusted))

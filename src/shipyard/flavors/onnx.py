@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from shipyard.errors import InvalidInput, SchemaError
+from shipyard.errors import InvalidInput, SchemaError, UntrustedArtifact
 from shipyard.flavors.base import Dumped, Features, Flavor, LoadedModel, class_paths
 
 # onnxruntime's element type names -> the numpy dtype fed to an input of that type
@@ -108,6 +108,64 @@ def _graph_inputs(proto: Any) -> list[Any]:
     """Real inputs of the graph: older IR versions also list the initializers as inputs."""
     initializers = {init.name for init in proto.graph.initializer}
     return [i for i in proto.graph.input if i.name not in initializers]
+
+
+def _graph_tensors(graph: Any) -> Iterator[Any]:
+    """Every tensor a graph holds: initializers and the tensors in node attributes, subgraphs included."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
+    for node in graph.node:
+        yield from _node_tensors(node)
+
+
+def _node_tensors(node: Any) -> Iterator[Any]:
+    for attribute in node.attribute:
+        if attribute.HasField("t"):
+            yield attribute.t
+        yield from attribute.tensors
+        sparse_tensors = [attribute.sparse_tensor] if attribute.HasField("sparse_tensor") else []
+        for sparse in [*sparse_tensors, *attribute.sparse_tensors]:
+            yield from (sparse.values, sparse.indices)
+        if attribute.HasField("g"):
+            yield from _graph_tensors(attribute.g)
+        for graph in attribute.graphs:
+            yield from _graph_tensors(graph)
+
+
+def _external_data(proto: Any) -> list[tuple[str, str]]:
+    """(tensor name, location) of every tensor whose data the model keeps in another file."""
+    from onnx import TensorProto
+
+    tensors = list(_graph_tensors(proto.graph))
+    for function in proto.functions:
+        for node in function.node:
+            tensors.extend(_node_tensors(node))
+    found = []
+    for tensor in tensors:
+        if tensor.data_location == TensorProto.EXTERNAL or len(tensor.external_data) > 0:
+            location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
+            found.append((tensor.name, location))
+    return found
+
+
+def check_self_contained(proto: Any, where: str) -> None:
+    """Refuse an ONNX model that keeps tensor data in other files.
+
+    shipyard stores one file per version and onnxruntime would resolve an external location against
+    whatever folder it runs in, so such a model either fails at load or reads a file of the server
+    (``../../etc/passwd``, an absolute path). It is refused at registration and on every load.
+    """
+    external = _external_data(proto)
+    if external:
+        shown = ", ".join(f"{name!r} at {location!r}" for name, location in external[:5])
+        more = f" (and {len(external) - 5} more)" if len(external) > 5 else ""
+        raise UntrustedArtifact(
+            f"{where} keeps tensor data outside the model file: {shown}{more}; shipyard stores one "
+            "self-contained file and never reads other paths. Load the model with its data "
+            "(onnx.load(path)) and save it with every tensor inside "
+            "(onnx.save_model(model, path, save_as_external_data=False))"
+        )
 
 
 def _cast(values: np.ndarray[Any, Any], ort_type: str, name: str) -> np.ndarray[Any, Any]:
@@ -230,8 +288,12 @@ class OnnxFlavor(Flavor):
         return any(path.startswith("onnx.") and path.endswith("ModelProto") for path in class_paths(model))
 
     def dump(self, model: Any, *, trusted_types: Sequence[str] = ()) -> Dumped:
+        """Serialise the graph after checking that it is self-contained and that onnxruntime loads it,
+        so a model that could not be served is refused now rather than at load."""
         self._import("onnx")
+        check_self_contained(model, "the ONNX model")
         data: bytes = model.SerializeToString()
+        self._session(data)
         meta: dict[str, Any] = {
             "inputs": [_describe(i) for i in _graph_inputs(model)],
             "outputs": [o.name for o in model.graph.output],
@@ -254,13 +316,17 @@ class OnnxFlavor(Flavor):
     def check_format(self, data: bytes) -> None:
         self._parse(data)
 
-    def load(self, data: bytes, meta: dict[str, Any], *, trusted_types: Sequence[str] = ()) -> OnnxModel:
-        proto = self._parse(data)
+    def _session(self, data: bytes) -> Any:
         ort = self._import("onnxruntime")
         try:
-            session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(data, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own pybind exception types
             raise InvalidInput(f"onnxruntime cannot load this ONNX model: {exc}") from None
+
+    def load(self, data: bytes, meta: dict[str, Any], *, trusted_types: Sequence[str] = ()) -> OnnxModel:
+        proto = self._parse(data)
+        check_self_contained(proto, "the stored ONNX model")
+        session = self._session(data)
         classes = _graph_classes(proto)
         if classes is None and isinstance(meta.get("classes"), list):
             classes = list(meta["classes"])

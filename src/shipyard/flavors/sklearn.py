@@ -10,10 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from shipyard.errors import InvalidInput, UntrustedTypes
+from shipyard.errors import InvalidInput, UntrustedArtifact, UntrustedTypes
 from shipyard.flavors._sklearn_arrays import array_twin, numeric_block
+from shipyard.flavors._sklearn_checks import check_loaded, file_reading_vectorizers
 from shipyard.flavors.base import Dumped, Features, Flavor, LoadedModel, class_paths
-from shipyard.flavors.trust import declared_types, untrusted
+from shipyard.flavors.trust import declared_untrusted, untrusted
 
 # Classifiers whose predict() is by definition classes_[argmax(predict_proba())], so one call gives both.
 _ARGMAX_CLASSIFIERS = frozenset(
@@ -148,17 +149,28 @@ class SklearnFlavor(Flavor):
         return any(path.startswith("sklearn.") for path in class_paths(model))
 
     def dump(self, model: Any, *, trusted_types: Sequence[str] = ()) -> Dumped:
-        """Serialise with skops, refusing early a model whose own parts come from untrusted code.
+        """Serialise with skops, refusing a model that holds any type outside the trusted names.
 
-        The early check looks at the estimator's classes and the callables in its parameters (a custom
-        transformer, ``FunctionTransformer(func=os.system)``); the authoritative audit of the stored
-        bytes happens on every load.
+        Two checks, both before anything of the model runs: first the estimator's classes and the callables
+        in its parameters (a custom transformer, ``FunctionTransformer(func=os.system)``), before skops'
+        serialiser touches them; then skops' audit of the bytes themselves, the same audit every load
+        repeats (:mod:`shipyard.flavors.trust`).
         """
-        refused = untrusted(declared_types(model), trusted_types)
+        refused = declared_untrusted(model, trusted_types)
         if refused:
             raise UntrustedTypes(refused, "the model")
+        readers = file_reading_vectorizers(model)
+        if readers:
+            raise UntrustedArtifact(
+                f"the model holds {', '.join(readers)}, which reads the files its input names, so a request "
+                "could read files of the server; use input='content' (the default) and pass the text itself"
+            )
         sio = self._import("skops.io", "skops")
-        return Dumped(data=sio.dumps(model))
+        data: bytes = sio.dumps(model)
+        refused = untrusted(sio.get_untrusted_types(data=data), trusted_types)
+        if refused:
+            raise UntrustedTypes(refused, "the model")
+        return Dumped(data=data)
 
     def check_format(self, data: bytes) -> None:
         if not data.startswith(b"PK\x03\x04"):
@@ -172,23 +184,24 @@ class SklearnFlavor(Flavor):
 
     def load(self, data: bytes, meta: dict[str, Any], *, trusted_types: Sequence[str] = ()) -> SklearnModel:
         """Audit the bytes with skops and rebuild them only if every type in them is trusted."""
-        self.check_format(data)
-        sio = self._import("skops.io", "skops")
-        types = sio.get_untrusted_types(data=data)
-        refused = untrusted(types, trusted_types)
-        if refused:
-            raise UntrustedTypes(refused, "the stored model")
-        return SklearnModel(sio.loads(data, trusted=types))
+        return SklearnModel(self._read(data, trusted_types, "the stored model"))
 
     def read_file(self, path: Path, *, trusted_types: Sequence[str] = ()) -> Any:
-        sio = self._import("skops.io", "skops")
-        data = path.read_bytes()
+        return self._read(path.read_bytes(), trusted_types, f"the file {path.name}")
+
+    def _read(self, data: bytes, trusted_types: Sequence[str], where: str) -> Any:
         self.check_format(data)
-        types = sio.get_untrusted_types(data=data)
+        sio = self._import("skops.io", "skops")
+        try:
+            types = sio.get_untrusted_types(data=data)
+        except Exception as exc:  # skops raises many kinds on damaged files
+            raise InvalidInput(f"cannot read {where} as a skops file: {exc}") from None
         refused = untrusted(types, trusted_types)
         if refused:
-            raise UntrustedTypes(refused, f"the file {path.name}")
+            raise UntrustedTypes(refused, where)
         try:
-            return sio.loads(data, trusted=types)
-        except Exception as exc:  # skops raises many kinds on damaged files
-            raise InvalidInput(f"cannot read {path.name} as a skops file: {exc}") from None
+            model = sio.loads(data, trusted=types)
+        except Exception as exc:
+            raise InvalidInput(f"cannot read {where} as a skops file: {exc}") from None
+        check_loaded(model, where)
+        return model

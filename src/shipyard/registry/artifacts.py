@@ -6,10 +6,15 @@ import hashlib
 import os
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shipyard.errors import IntegrityError, NotFound, StorageError
 
+if TYPE_CHECKING:
+    from shipyard.registry.entities import ModelVersion
+
 _CHUNK = 1 << 20
+_SEAL_SCHEME = "shipyard-artifact-seal/1"
 
 
 def sha256_hex(data: bytes) -> str:
@@ -19,6 +24,17 @@ def sha256_hex(data: bytes) -> str:
     'e3b0c44298fc'
     """
     return hashlib.sha256(data).hexdigest()
+
+
+def seal(flavor: str, sha256: str) -> str:
+    """The hash that binds a version's flavor to its artifact: SHA-256 over the flavor name and the artifact's
+    SHA-256. The registry stores it with the version; a row whose flavor was changed afterwards (to send the
+    bytes to another flavor's loader) no longer matches it, and :meth:`ArtifactStore.read` refuses it.
+
+    >>> seal("sklearn", "ab" * 32) == seal("river", "ab" * 32)
+    False
+    """
+    return hashlib.sha256(f"{_SEAL_SCHEME}\0{flavor}\0{sha256}".encode()).hexdigest()
 
 
 class ArtifactStore:
@@ -77,6 +93,20 @@ class ArtifactStore:
             name, _, version = label.partition(":")
             raise IntegrityError(name, int(version or 0), sha256, actual)
         return data
+
+    def read(self, version: ModelVersion) -> bytes:
+        """The artifact of ``version``, after checking that its flavor is the one it was registered with and
+        that its bytes still hash to the recorded SHA-256 (:class:`IntegrityError` otherwise)."""
+        if version.seal != seal(version.flavor, version.sha256):
+            raise IntegrityError(
+                version.name,
+                version.version,
+                version.seal,
+                seal(version.flavor, version.sha256),
+                detail=f"its registry entry (flavor {version.flavor!r}, sha256 {version.sha256}) is not the one "
+                "it was registered with, so its artifact would be read by the wrong loader",
+            )
+        return self.get(version.artifact_uri, version.sha256, label=version.ref)
 
     def delete(self, uri: str) -> None:
         """Remove an artifact that no registry entry will point to (after a failed registration)."""

@@ -39,6 +39,9 @@ class ModelVersion:
     profile: dict[str, Any] | None = field(default=None, repr=False)
     """The reference profile of the rows given at registration (see :mod:`shipyard.evaluation.profile`), or
     ``None`` when the version was registered without data or could not be profiled."""
+    seal: str = field(default="", repr=False)
+    """SHA-256 over the flavor and the artifact's SHA-256, recorded at registration: loading checks it, so
+    an entry whose flavor was edited is refused (see :func:`shipyard.registry.artifacts.seal`)."""
 
     @property
     def ref(self) -> str:

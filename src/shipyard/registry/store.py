@@ -20,6 +20,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 from shipyard.errors import AliasNotFound, ModelNotFound, NothingToRollBack, StorageError, VersionNotFound
+from shipyard.registry.artifacts import seal
 from shipyard.registry.entities import AliasMove, ModelVersion, NewVersion, RegisteredModel
 from shipyard.registry.tables import alias_history, aliases, model_versions, models
 
@@ -174,6 +175,7 @@ class MetadataStore:
                     parent_version=new.parent_version,
                     lineage=new.lineage,
                     profile=new.profile,
+                    seal=seal(new.flavor, new.sha256),
                 )
             )
             created = ModelVersion(
@@ -196,6 +198,7 @@ class MetadataStore:
                 parent_version=new.parent_version,
                 lineage=dict(new.lineage),
                 profile=new.profile,
+                seal=seal(new.flavor, new.sha256),
             )
             if then is not None:
                 then(conn, created)
@@ -443,7 +446,7 @@ def _make_engine(url: str) -> Engine:
     return engine
 
 
-SCHEMA_HEAD = "0006"
+SCHEMA_HEAD = "0007"
 """The newest migration in ``migrations/versions`` (a test keeps the two in step)."""
 
 
@@ -521,4 +524,5 @@ def _version(name: str, row: RowMapping, alias_names: tuple[str, ...]) -> ModelV
         parent_version=None if row["parent_version"] is None else int(row["parent_version"]),
         lineage=dict(row["lineage"] or {}),
         profile=row["profile"],
+        seal=row["seal"],
     )

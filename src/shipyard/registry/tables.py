@@ -66,6 +66,8 @@ model_versions = Table(
     Column("lineage", JSON, nullable=False, default=dict, server_default=text("'{}'")),
     # Reference profile (0005): the training data's distributions, for drift monitoring.
     Column("profile", JSON, nullable=True),
+    # Seal (0007): SHA-256 over the flavor and the artifact's SHA-256 (shipyard.registry.artifacts.seal).
+    Column("seal", String(64), nullable=False),
     UniqueConstraint("model_id", "version", name="uq_model_versions_model_id_version"),
 )
 
