@@ -83,7 +83,7 @@ class _Writer:
             rows = arena.committed_rows()
             written = 0
             if rows:
-                table = arena.table(model, version, names, self.logger.settings.sensitive.get(model) or {})
+                table = arena.table(model, version, names, self.logger.rules(model))
                 written = self.logger.write_table(model, version, table)
                 del table
         else:

@@ -16,9 +16,11 @@ fsync, rename) or one PostgreSQL ``COPY``. Who does that depends on ``writer``:
 Either way a graceful shutdown (:meth:`~PredictionLogger.close`) loses nothing. When the buffer is full, new
 rows are dropped, counted in :attr:`~PredictionLogger.dropped` and reported in the log.
 
-Sensitive input columns (``sensitive: {model: {column: hash|drop}}``) are hashed (SHA-256 of the value's
-text) or dropped before anything is written. The writer also merges each closed ``rotate_seconds`` period's
-flush files into one segment and deletes files past ``max_age_hours`` or beyond ``max_bytes``, oldest first.
+Sensitive input columns (``sensitive: {model: {column: hash|drop}}``, and by default every column whose name
+looks like personal data: :mod:`shipyard.monitoring.privacy`) are hashed (SHA-256 of the value's text) or
+dropped before anything is written. Files are ``0600`` and folders ``0700``. The writer also merges each
+closed ``rotate_seconds`` period's flush files into one segment and deletes files past ``max_age_hours`` or
+beyond ``max_bytes``, oldest first.
 
 >>> import tempfile, pathlib
 >>> from shipyard.serving.settings import LogSettings
@@ -49,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from shipyard.monitoring._tables import Entry, float_rows, input_columns, label_table, prediction_table
+from shipyard.monitoring.privacy import ColumnRules
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -136,6 +139,7 @@ class PredictionLogger:
         self._label_writing = False
         self._process: WriterProcess | None = None
         self._float_types: tuple[Sequence[str] | None, bool] | None = None
+        self._rules: dict[str, ColumnRules] = {}
 
     @property
     def dropped(self) -> int:
@@ -172,9 +176,10 @@ class PredictionLogger:
                     )
                 self._sink = PostgresSink(self.settings.postgres_url, max_age_hours=self.settings.max_age_hours)
             else:
+                from shipyard.monitoring._files import private_dir
                 from shipyard.monitoring._parquet import ParquetSink
 
-                self.root.mkdir(parents=True, exist_ok=True)
+                private_dir(self.root)
                 self._sink = ParquetSink(
                     self.root,
                     fsync=self.settings.fsync,
@@ -397,9 +402,17 @@ class PredictionLogger:
         with self._write_lock, quick_handovers():
             for (model, version), entries in groups.items():
                 rows = sum(e[11] for e in entries)
-                written += self._write(model, version, rows, partial(prediction_table, entries,
-                                                                     self.settings.sensitive.get(model)))  # fmt: skip
+                written += self._write(model, version, rows, partial(prediction_table, entries, self.rules(model)))
         return written
+
+    def rules(self, model: str) -> ColumnRules:
+        """Which of ``model``'s input columns are hashed or dropped (``sensitive``, and personal-looking names)."""
+        rules = self._rules.get(model)
+        if rules is None:
+            rules = self._rules[model] = ColumnRules(
+                self.settings.sensitive.get(model), hash_personal=self.settings.hash_personal_columns
+            )
+        return rules
 
     def write_table(self, model: str, version: int, table: pa.Table) -> int:
         """Write a table of log rows built elsewhere (from a writer process's arena); the rows written."""

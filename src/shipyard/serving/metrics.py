@@ -307,6 +307,7 @@ def live_monitor(
             None if postgres else logger.root,
             postgres_url=settings.logging.postgres_url if postgres else None,
             sensitive=settings.logging.sensitive,
+            hash_personal=settings.logging.hash_personal_columns,
         ),
         gauges=metrics,
         on_tick=metrics.observe_resources,
