@@ -159,3 +159,46 @@ def test_files_of_an_older_log_are_made_private(tmp_path: Path) -> None:
     assert oct(stat.S_IMODE(old.stat().st_mode)) == oct(0o600)
     for folder in (root / "predictions", root / "predictions" / "m", day):
         assert oct(stat.S_IMODE(folder.stat().st_mode)) == oct(0o700), folder
+
+
+# ---------------------------------------------------------------------- a log that cannot be written
+def blocked_writes(root: Path, model: str) -> Path:
+    """Make every write of ``model``'s predictions fail for real: a file where its folder must be."""
+    (root / "predictions").mkdir(parents=True, exist_ok=True)
+    blocker = root / "predictions" / model
+    blocker.write_text("not a folder")
+    return blocker
+
+
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_a_log_that_cannot_be_written_is_reported_once_then_counted_until_it_recovers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, writer: str
+) -> None:
+    root = tmp_path / "logs"
+    logger = PredictionLogger(LogSettings(writer=writer, flush_interval_s=3600.0), home=tmp_path)  # type: ignore[arg-type]
+    logger.start()
+    blocker = blocked_writes(root, "m")
+    caplog.set_level(logging.WARNING, logger="shipyard.monitoring")
+
+    def flush_one(rid: str) -> int:
+        logger.record("m", 1, "native", rid, [{"x": 1.0}, {"x": 2.0}], ["x"], np.array([0, 1]), None, 0.001)
+        return logger.flush()
+
+    try:
+        assert [flush_one(f"r{i}") for i in range(5)] == [0] * 5
+        assert logger.failed_writes == 5 and logger.dropped == 10  # counted, every one
+        blocker.unlink()  # room again
+        assert flush_one("after") == 2
+        assert flush_one("after2") == 2
+    finally:
+        logger.close()
+    assert logger.failed_writes == 5 and logger.dropped == 10
+    assert PredictionLog(root).predictions("m")["request_id"].tolist() == ["after/0", "after/1", "after2/0", "after2/1"]
+    if writer == "thread":  # the writer process logs to its own stderr
+        ours = [r for r in caplog.records if r.name == "shipyard.monitoring"]
+        tracebacks = [r for r in ours if r.exc_info]
+        assert len(tracebacks) == 1, [r.getMessage() for r in ours]
+        assert "could not write 2 rows of m version 1" in tracebacks[0].getMessage()
+        assert "File exists" in tracebacks[0].getMessage() or "Not a directory" in tracebacks[0].getMessage()
+        recovered = [r.getMessage() for r in ours if "recovered" in r.getMessage()]
+        assert recovered == ["prediction log: recovered after 5 failed writes (10 rows not logged)"]

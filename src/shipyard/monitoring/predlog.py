@@ -76,6 +76,57 @@ class _Sink(Protocol):
     def close(self) -> None: ...
 
 
+class Failures:
+    """A failing operation retried again and again (a write to a full disk): logged once with its traceback,
+    then only counted, and one line when it works again.
+
+    >>> failures = Failures("writes", "retried later")
+    >>> for _ in range(3):
+    ...     failures.failed(OSError(28, "No space left on device"), "could not write", rows=10)
+    >>> failures.count, failures.streak
+    (3, 3)
+    >>> failures.succeeded(); failures.count, failures.streak
+    (3, 0)
+    """
+
+    def __init__(self, kind: str, consequence: str) -> None:
+        self.kind = kind
+        self.consequence = consequence
+        self.count = 0
+        """Failures so far (never reset)."""
+        self.streak = 0
+        """Failures since the last success."""
+        self._rows = 0
+        self._lock = threading.Lock()
+
+    def failed(self, exc: BaseException, what: str, rows: int = 0) -> None:
+        """Count one failure; the first of a streak is logged with its reason and traceback."""
+        with self._lock:
+            self.count += 1
+            self.streak += 1
+            self._rows += rows
+            first = self.streak == 1
+        if first:
+            log.error("%s: %s; %s. Further failures are counted, not logged, until it works again", what,
+                      _reason(exc), self.consequence, exc_info=exc)  # fmt: skip
+
+    def succeeded(self) -> None:
+        """The operation worked: if it had been failing, say once after how many failures."""
+        if not self.streak:  # the usual case: no lock
+            return
+        with self._lock:
+            streak, rows, self.streak, self._rows = self.streak, self._rows, 0, 0
+        if streak:
+            lost = f" ({rows} rows not logged)" if rows else ""
+            log.warning("prediction log: recovered after %d failed %s%s", streak, self.kind, lost)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror} ({exc.filename})" if exc.filename else exc.strerror
+    return str(exc) or type(exc).__name__
+
+
 FLUSH_SWITCH_INTERVAL_S = 0.0005
 _switching = threading.Lock()
 _switching_users = [0, 0.0]  # flushes under way, the interval to restore
@@ -140,11 +191,19 @@ class PredictionLogger:
         self._process: WriterProcess | None = None
         self._float_types: tuple[Sequence[str] | None, bool] | None = None
         self._rules: dict[str, ColumnRules] = {}
+        self._write_failures = Failures("writes", "rows are dropped and counted (shipyard_prediction_log_dropped)")
+        self._maintenance = Failures("maintenance runs", "retried every flush interval")
 
     @property
     def dropped(self) -> int:
         """Rows not logged because the buffer was full or their write failed."""
         return self._dropped + (self._process.dropped if self._process is not None else 0)
+
+    @property
+    def failed_writes(self) -> int:
+        """Writes of a table of predictions that failed (a full disk, a database down); their rows are dropped."""
+        own = self._write_failures.count
+        return own + (self._process.failed_writes if self._process is not None else 0)
 
     @property
     def written(self) -> int:
@@ -379,8 +438,10 @@ class PredictionLogger:
                 if time.monotonic() >= next_expiry:
                     next_expiry = time.monotonic() + min(EXPIRE_EVERY_SECONDS, self.settings.rotate_seconds)
                     self.sink.expire()
-            except Exception:
-                log.exception("prediction log maintenance (merging, expiry) failed; retrying later")
+            except Exception as exc:
+                self._maintenance.failed(exc, "prediction log maintenance (merging, expiry) failed")
+            else:
+                self._maintenance.succeeded()
 
     def flush(self) -> int:
         """Write every row held now; the number of rows written (any thread)."""
@@ -423,11 +484,13 @@ class PredictionLogger:
         try:
             table = build()
             self.sink.write("predictions", model, table, version=version)
-        except Exception:
+        except Exception as exc:
             with self._lock:
                 self._dropped += rows
-            log.exception("prediction log: could not write %d rows of %s version %d", rows, model, version)
+            what = f"prediction log: could not write {rows} rows of {model} version {version}"
+            self._write_failures.failed(exc, what, rows)
             return 0
+        self._write_failures.succeeded()
         self._written += rows
         for listener in self._listeners:
             try:
