@@ -42,7 +42,6 @@ import os
 import re
 import shutil
 import tempfile
-import uuid
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -55,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shipyard.batch import tempfiles
 from shipyard.batch.job import JobSpec, read_scored_at, write_manifest
 from shipyard.errors import Conflict, InvalidInput, ShipyardError, StorageError
 
@@ -685,7 +685,7 @@ def write_atomically(target: FileTarget, parts: list[Path], empty: pa.Schema | N
     schemas = [_part_schema(p) for p in parts] or [empty or pa.schema([])]
     schema = pa.unify_schemas(schemas, promote_options="permissive") if len(schemas) > 1 else schemas[0]
     path = target.path
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp = tempfiles.temp_path(path)  # named after this process: removed on SIGTERM, swept after a kill -9
 
     def write() -> None:
         with _open_writer(target, tmp, schema) as writer:
@@ -700,7 +700,7 @@ def write_atomically(target: FileTarget, parts: list[Path], empty: pa.Schema | N
     try:
         _guard(path, write)
     finally:
-        tmp.unlink(missing_ok=True)
+        tempfiles.discard(tmp)
 
 
 def _open_writer(target: FileTarget, path: Path, schema: pa.Schema) -> Any:
