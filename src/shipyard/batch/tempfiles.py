@@ -42,7 +42,7 @@ __all__ = ["MARK", "discard", "owner", "release", "remove_on_signals", "sweep", 
 
 MARK = "shipyard-tmp"
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: the SIGTERM handler takes it in the main thread, which may hold it
 _owned: set[Path] = set()
 _numbers = itertools.count()
 _exit_hook = False
