@@ -201,4 +201,4 @@ def test_a_log_that_cannot_be_written_is_reported_once_then_counted_until_it_rec
         assert "could not write 2 rows of m version 1" in tracebacks[0].getMessage()
         assert "File exists" in tracebacks[0].getMessage() or "Not a directory" in tracebacks[0].getMessage()
         recovered = [r.getMessage() for r in ours if "recovered" in r.getMessage()]
-        assert recovered == ["prediction log: recovered after 5 failed writes (10 rows not logged)"]
+        assert recovered == ["prediction log: recovered after 5 failed writes of m (10 rows not logged)"]

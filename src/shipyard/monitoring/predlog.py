@@ -191,7 +191,7 @@ class PredictionLogger:
         self._process: WriterProcess | None = None
         self._float_types: tuple[Sequence[str] | None, bool] | None = None
         self._rules: dict[str, ColumnRules] = {}
-        self._write_failures = Failures("writes", "rows are dropped and counted (shipyard_prediction_log_dropped)")
+        self._write_failures: dict[str, Failures] = {}  # per model: one model's broken folder does not hide another's
         self._maintenance = Failures("maintenance runs", "retried every flush interval")
 
     @property
@@ -202,7 +202,7 @@ class PredictionLogger:
     @property
     def failed_writes(self) -> int:
         """Writes of a table of predictions that failed (a full disk, a database down); their rows are dropped."""
-        own = self._write_failures.count
+        own = sum(failures.count for failures in list(self._write_failures.values()))
         return own + (self._process.failed_writes if self._process is not None else 0)
 
     @property
@@ -480,6 +480,13 @@ class PredictionLogger:
         with self._write_lock:
             return self._write(model, version, table.num_rows, lambda: table)
 
+    def _failures(self, model: str) -> Failures:
+        failures = self._write_failures.get(model)
+        if failures is None:
+            consequence = "rows are dropped and counted (shipyard_prediction_log_dropped)"
+            failures = self._write_failures[model] = Failures(f"writes of {model}", consequence)
+        return failures
+
     def _write(self, model: str, version: int, rows: int, build: Callable[[], pa.Table]) -> int:
         try:
             table = build()
@@ -488,9 +495,9 @@ class PredictionLogger:
             with self._lock:
                 self._dropped += rows
             what = f"prediction log: could not write {rows} rows of {model} version {version}"
-            self._write_failures.failed(exc, what, rows)
+            self._failures(model).failed(exc, what, rows)
             return 0
-        self._write_failures.succeeded()
+        self._failures(model).succeeded()
         self._written += rows
         for listener in self._listeners:
             try:
