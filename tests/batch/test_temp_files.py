@@ -56,7 +56,7 @@ def temp_with_rows(folder: Path, output: str) -> Callable[[], bool]:
 
 
 def test_a_batch_score_killed_with_kill_9_leaves_nothing_after_the_next_run(registry: Registry, tmp_path: Path) -> None:
-    rows = make_rows(300_000, seed=31)
+    rows = make_rows(200_000, seed=31)  # the output is streamed from 131,072 rows on: some are left to kill it in
     rows.to_parquet(tmp_path / "tx.parquet", row_group_size=50_000)
     job = ["fraud", "--input", "tx.parquet", "--id-column", "tx_id", "--chunk-rows", "1000", "--scored-at", STAMP]
     victim = start(registry, tmp_path, *job, "--output", "scores.parquet")
@@ -76,12 +76,12 @@ def test_a_batch_score_killed_with_kill_9_leaves_nothing_after_the_next_run(regi
 def test_shipyard_predict_removes_its_temporary_file_on_sigterm_and_after_kill_9(
     registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rows = make_rows(300_000, seed=32)
+    rows = make_rows(100_000, seed=32)
     rows.to_parquet(tmp_path / "tx.parquet", row_group_size=50_000)
 
     def predict(output: str) -> list[str]:
         return ["predict", "fraud", "--input", "tx.parquet", "--output", output, "--allow-extra",
-                "--chunk-rows", "2000"]  # fmt: skip
+                "--chunk-rows", "1000"]  # fmt: skip
 
     terminated, killed = (
         subprocess.Popen([SHIPYARD, *predict(output)], env=_env(registry), cwd=tmp_path, text=True,
