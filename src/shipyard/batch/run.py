@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from shipyard.batch import tempfiles
 from shipyard.batch.chunks import MODEL, MODEL_VERSION, PREDICTION, PROBA_PREFIX, SCORED_AT, ChunkPlan, column_types
 from shipyard.batch.engines import ENGINES, DaskEngine, Engine, EngineName, LocalEngine, ModelPayload, Task
 from shipyard.batch.job import JobSpec
@@ -154,6 +155,9 @@ def score(
     check_writable(rejects_target, "rejects file")
     if isinstance(target, FileTarget) and rejects_target.path == target.path:
         raise InvalidInput("the rejects file is the output file; give it another name")
+    for written in (target, rejects_target):  # temporary files of runs that were killed (kill -9, OOM)
+        if isinstance(written, FileTarget):
+            tempfiles.sweep(written.path)
 
     source = open_input(input)
     _check_not_input(source, target)

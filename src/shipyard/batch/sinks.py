@@ -14,9 +14,11 @@ through :class:`pyarrow.parquet.ParquetWriter` (or :class:`pyarrow.csv.CSVWriter
 name, fsynced and moved into place with :func:`os.replace`; then the staging folder is removed (and
 those of unfinished jobs with other settings on the same output, which the new file supersedes).
 Memory stays at one part whatever the size of the output. A fresh run does not wait for the end: it
-writes the same file chunk by chunk on a background thread while it scores (inside the staging
-folder), and publishing only moves it into place; the parts are merged as above when resuming, or when
-a chunk's columns have other types than the first chunk's.
+writes the same file chunk by chunk on a background thread while it scores, and publishing only moves it
+into place; the parts are merged as above when resuming, or when a chunk's columns have other types than the
+first chunk's. Both are written beside the output under a temporary name, ``.{name}.shipyard-tmp-<pid>-<host>.<n>``
+(:mod:`shipyard.batch.tempfiles`): removed on failure and on SIGTERM, and by the next run on the same output
+when the process was killed outright.
 
 **SQL output** (``sqlite:///scores.db?table=scores``, ``postgresql+psycopg://host/db?table=scores``):
 each chunk's rows are inserted in one transaction together with a row of ``shipyard_batch_chunks(job_id,
@@ -42,7 +44,6 @@ import os
 import re
 import shutil
 import tempfile
-import uuid
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -55,6 +56,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shipyard.batch import tempfiles
 from shipyard.batch.job import JobSpec, read_scored_at, write_manifest
 from shipyard.errors import Conflict, InvalidInput, ShipyardError, StorageError
 
@@ -350,7 +352,7 @@ class FileSink(Sink):
 
     def start(self, spec: JobSpec, scored_at: datetime) -> None:
         super().start(spec, scored_at)
-        self._stream = _Stream(self.target, self.staging.folder / f"{self.target.path.name}.partial")
+        self._stream = _Stream(self.target, tempfiles.temp_path(self.target.path))
 
     def done(self) -> dict[int, tuple[int, int]]:
         """Chunks whose scores part and (if it had rejected rows) rejects part both read back whole.
@@ -385,6 +387,7 @@ class FileSink(Sink):
         stream, self._stream = self._stream, None
         if stream is not None and stream.finish(chunks):
             _guard(self.target.path, lambda: _move_into_place(stream.path, self.target.path))
+            tempfiles.release(stream.path)
         else:
             if stream is not None:
                 stream.abandon()
@@ -512,7 +515,7 @@ class _Stream:
         with contextlib.suppress(Exception):
             if self.writer is not None:
                 self.writer.close()
-        self.path.unlink(missing_ok=True)
+        tempfiles.discard(self.path)
 
     def _flush(self) -> bool:
         table = (
@@ -685,7 +688,7 @@ def write_atomically(target: FileTarget, parts: list[Path], empty: pa.Schema | N
     schemas = [_part_schema(p) for p in parts] or [empty or pa.schema([])]
     schema = pa.unify_schemas(schemas, promote_options="permissive") if len(schemas) > 1 else schemas[0]
     path = target.path
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp = tempfiles.temp_path(path)  # named after this process: removed on SIGTERM, swept after a kill -9
 
     def write() -> None:
         with _open_writer(target, tmp, schema) as writer:
@@ -700,7 +703,7 @@ def write_atomically(target: FileTarget, parts: list[Path], empty: pa.Schema | N
     try:
         _guard(path, write)
     finally:
-        tmp.unlink(missing_ok=True)
+        tempfiles.discard(tmp)
 
 
 def _open_writer(target: FileTarget, path: Path, schema: pa.Schema) -> Any:

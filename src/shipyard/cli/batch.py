@@ -113,7 +113,9 @@ def score(
     row is scored; after an interruption, run the same command with --resume.
     """
     from shipyard.batch import score as run_job
+    from shipyard.batch import tempfiles
 
+    tempfiles.remove_on_signals()  # SIGTERM: the output's temporary file goes; finished chunks stay for --resume
     stamp = _parse_time(scored_at) if scored_at is not None else None
     try:
         result = run_job(

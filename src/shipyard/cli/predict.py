@@ -1,14 +1,15 @@
 """``shipyard predict``: score a CSV or Parquet file in chunks, with every chunk checked against the signature.
 
 The output is written to a hidden temporary file next to the requested one and renamed into place
-only when every row has been scored, so a failure never leaves a half-written output behind.
+only when every row has been scored, so a failure never leaves a half-written output behind. The temporary
+file is named after this process (:mod:`shipyard.batch.tempfiles`): it is removed on errors, Ctrl-C and
+SIGTERM, and a later run on the same output removes those of runs that were killed outright.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -80,6 +81,10 @@ def predict(
     if output_path.resolve() == input_path.resolve():
         raise InvalidInput("--output is the --input file; write the scores to a new file")
 
+    from shipyard.batch import tempfiles  # here: the package imports pyarrow, too slow for every CLI start
+
+    tempfiles.remove_on_signals()
+    tempfiles.sweep(output_path)
     model = get_service().load(ref, trusted_types=tuple(trust_type or ()))
     started = time.perf_counter()
     rows = _score_file(
@@ -286,9 +291,14 @@ class _AtomicWriter:
     def __init__(self, path: Path, fmt: Format) -> None:
         self.path = path
         self.fmt = fmt
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-        os.close(fd)
-        self.tmp = Path(name)
+        from shipyard.batch import tempfiles
+
+        self.tmp = tempfiles.temp_path(path)
+        try:  # private until complete (as mkstemp made it): the mode of a usual new file is given at commit
+            os.close(os.open(self.tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except OSError as exc:
+            tempfiles.release(self.tmp)
+            raise ShipyardError(f"cannot write {path}: {exc.strerror or first_line(exc)}") from None
         self._csv: Any = None
         self._parquet: Any = None
         self._schema: Any = None
@@ -330,12 +340,17 @@ class _AtomicWriter:
         self._guard(self._close)
         self._guard(lambda: self.tmp.chmod(0o666 & ~_umask()))
         self._guard(lambda: os.replace(self.tmp, self.path))
+        from shipyard.batch import tempfiles
+
+        tempfiles.release(self.tmp)
 
     def abort(self) -> None:
         """Drop the temporary file; the output path is left as it was."""
         with contextlib.suppress(Exception):
             self._close()
-        self.tmp.unlink(missing_ok=True)
+        from shipyard.batch import tempfiles
+
+        tempfiles.discard(self.tmp)
 
     def _close(self) -> None:
         if self._csv is not None:

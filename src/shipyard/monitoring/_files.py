@@ -8,7 +8,9 @@ A *stream* is what one writer writes for one model version (``v3``) or for one m
 * a *segment* ``<writer>.<stream>.<first>-<last>.parquet`` is the merge of every file of that stream (parts or
   smaller segments) whose numbers lie from ``first`` to ``last``.
 
-Only complete files end in ``.parquet`` (they are written as ``.tmp`` and renamed). A segment appears
+Only complete files end in ``.parquet`` (they are written as ``.tmp`` and renamed). The log holds request
+data, so every file is created ``0600`` and every folder the log makes ``0700``, whatever the umask
+(:func:`private_dir`, :func:`create_private`). A segment appears
 (rename) before the files it merged are deleted, so a reader that sees both reads the segment and skips every
 file of the same writer and stream whose range it contains: no row is read twice, and none is missed,
 whenever the reader looks.
@@ -19,12 +21,16 @@ whenever the reader looks.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
+import stat
 from pathlib import Path
 
 KINDS = ("predictions", "labels")
+FILE_MODE = 0o600
+DIR_MODE = 0o700
 _NAME = re.compile(r"(?P<stream>\d+-\d+\.[a-z0-9]+)\.(?P<first>\d+)(?:-(?P<last>\d+))?\.parquet")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 SEQ_DIGITS = 8
@@ -148,3 +154,58 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def private_dir(folder: Path) -> None:
+    """Make ``folder`` and any missing parents, each created ``0700`` whatever the umask.
+
+    Folders that already exist are left as they are (a folder the user chose keeps its mode).
+
+    >>> import tempfile
+    >>> base = Path(tempfile.mkdtemp())
+    >>> private_dir(base / "a" / "b")
+    >>> oct(stat.S_IMODE((base / "a").stat().st_mode)), oct(stat.S_IMODE((base / "a" / "b").stat().st_mode))
+    ('0o700', '0o700')
+    """
+    missing: list[Path] = []
+    current = folder
+    while not current.is_dir():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            if not path.is_dir():
+                raise
+            continue  # made by another writer meanwhile
+        os.chmod(path, DIR_MODE)  # mkdir's mode is masked by the umask
+
+
+def create_private(path: Path) -> None:
+    """Create ``path`` empty with mode ``0600`` (replacing a leftover of the same name), never following a link.
+
+    The file exists with its final mode before anything is written to it, so no reader ever sees the data
+    with wider permissions; a writer then opens it again by name (``O_TRUNC`` keeps the mode).
+    """
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # a temporary file of a failed attempt (the names are this writer's own)
+    descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, FILE_MODE)
+    try:
+        os.fchmod(descriptor, FILE_MODE)  # the umask may have taken bits away (0600 is the exact mode)
+    finally:
+        os.close(descriptor)
+
+
+def tighten(path: Path, mode: int) -> bool:
+    """Take group and other permissions away from ``path`` (a file or folder of an older log); whether it changed."""
+    try:
+        info = os.lstat(path)
+        if stat.S_ISLNK(info.st_mode) or info.st_mode & 0o077 == 0:
+            return False
+        os.chmod(path, mode)
+    except OSError:
+        return False
+    return True

@@ -44,26 +44,35 @@ class _File:
 
 
 def write_file(table: pa.Table, final: Path, *, fsync: bool, compression: str = SEGMENT_COMPRESSION) -> int:
-    """Write ``table`` to ``final`` completely or not at all (``.tmp`` then rename); its size in bytes."""
+    """Write ``table`` to ``final`` completely or not at all (``.tmp`` then rename); its size in bytes.
+
+    The file is ``0600`` from the moment it exists, in folders made ``0700`` (it holds request data).
+    """
     import pyarrow.parquet as pq
 
-    final.parent.mkdir(parents=True, exist_ok=True)
+    _files.private_dir(final.parent)
     tmp = final.with_name(final.name[: -len(".parquet")] + ".tmp")
+    _files.create_private(tmp)
     statistics = [c for c in table.column_names if c in STATISTICS_COLUMNS]
     # Arrow opens the file itself: through a Python file object every buffer written would take the GIL
     # back from the busy event loop, and each of those hand-overs waits up to the interpreter's switch interval.
     # Dictionary pages only where values repeat: on request ids and measured numbers they cost twice the time.
-    pq.write_table(
-        table, str(tmp), compression=compression, use_dictionary=DICTIONARY_COLUMNS, write_statistics=statistics
-    )
-    if fsync:
-        descriptor = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-    size = tmp.stat().st_size
-    os.replace(tmp, final)
+    try:
+        pq.write_table(
+            table, str(tmp), compression=compression, use_dictionary=DICTIONARY_COLUMNS, write_statistics=statistics
+        )
+        if fsync:
+            descriptor = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        size = tmp.stat().st_size
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # a full disk gets its space back at once
+        raise
     if fsync:
         _files.fsync_dir(final.parent)
     return size
@@ -84,6 +93,7 @@ class ParquetSink:
         started: float | None = None,
     ) -> None:
         self.root = root
+        _files.private_dir(root)
         self.fsync = fsync
         self.rotate_seconds = rotate_seconds
         self.rotate_bytes = rotate_bytes
@@ -178,18 +188,26 @@ class ParquetSink:
 
     # ------------------------------------------------------------------ expiry
     def expire(self, now: float | None = None) -> int:
-        """Delete covered files, stale temporary files, files past the age limit, then the oldest beyond max_bytes."""
+        """Delete covered files, stale temporary files, files past the age limit, then the oldest beyond max_bytes.
+
+        Files and folders an older version left readable by others are made private on the way (``0600``,
+        ``0700``).
+        """
         now = time.time() if now is None else now
         deleted = 0
+        tightened = 0
         files: list[tuple[float, int, Path]] = []
         for kind in _files.KINDS:
             folder = self.root / kind
             if not folder.is_dir():
                 continue
+            tightened += _files.tighten(folder, _files.DIR_MODE)
             for model_dir in folder.iterdir():
+                tightened += _files.tighten(model_dir, _files.DIR_MODE)
                 for path in _files.covered_files(self.root, kind, model_dir.name):
                     deleted += _unlink(path)
                 for day in sorted(p for p in model_dir.iterdir() if p.is_dir()):
+                    tightened += _files.tighten(day, _files.DIR_MODE)
                     for path in day.iterdir():
                         try:
                             stat = path.stat()
@@ -202,10 +220,14 @@ class ParquetSink:
                             if now - stat.st_mtime > self.max_age_seconds:
                                 deleted += _unlink(path)
                             else:
+                                if stat.st_mode & 0o077:
+                                    tightened += _files.tighten(path, _files.FILE_MODE)
                                 files.append((stat.st_mtime, stat.st_size, path))
                     if day.name != _files.day_folder(self.root, kind, "x", now).name:
                         with contextlib.suppress(OSError):
                             day.rmdir()  # only when empty
+        if tightened:
+            log.info("prediction log: made %d files and folders left by an older version private", tightened)
         total = sum(size for _, size, _ in files)
         for _, size, path in sorted(files):
             if total <= self.max_bytes:

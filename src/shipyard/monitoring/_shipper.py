@@ -101,6 +101,7 @@ class WriterProcess:
         self.capacity = settings.buffer_rows
         self.dropped = 0
         self.written = 0
+        self.failed_writes = 0
         self._lock = threading.RLock()  # taken directly on the hot path (a Condition's is a Python call)
         self._changed = threading.Condition(self._lock)
         self._columns: dict[tuple[str, int], tuple[Stream, ColumnArena]] = {}  # the current arena per version
@@ -210,6 +211,7 @@ class WriterProcess:
             self._held -= arena.rows
             self.written += int(message["written"])
             self.dropped += int(message["failed"])
+            self.failed_writes += int(message.get("failed_writes", 0))
             self._done += 1
             spare = self._spare.setdefault(self._shape(arena), [])
             if len(spare) < SPARE_ARENAS and (isinstance(arena, ColumnArena) or arena.size == RECORD_ARENA_BYTES):

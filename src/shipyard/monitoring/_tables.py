@@ -369,9 +369,9 @@ def prediction_table(entries: Sequence[Entry], sensitive: Mapping[str, str] | No
         "latency_ms": pa.array(latency, type=pa.float64()),
     }
     if block is not None:
-        inputs = block_array(block, names, sensitive or {})
+        inputs = block_array(block, names, {} if sensitive is None else sensitive)
     else:
-        inputs = input_array(rows, names, dtypes, sensitive or {}) if names else None
+        inputs = input_array(rows, names, dtypes, {} if sensitive is None else sensitive) if names else None
     if inputs is not None:
         columns["input"] = inputs
     columns["prediction"] = _prediction_array(entries)

@@ -8,8 +8,9 @@ It reads one JSON message per line on stdin and answers on stdout:
 * ``{"use": path, "kind": "columns" | "records", "stream": [model, version, input names]}``: the server now
   appends to this arena (mapped on first sight; ``stream`` for column arenas);
 * ``{"seal": path, "tables": bool}``: the server stopped appending to it: write its records, answer
-  ``{"done": path, "written": rows, "failed": rows, "tables": [[model, version, arrow file], ...]}`` (the
-  tables only when asked for, for the server's listeners); the server may then reuse the arena;
+  ``{"done": path, "written": rows, "failed": rows, "tables": [[model, version, arrow file], ...],
+  "failed_writes": n}`` (the tables only when asked for, for the server's listeners; ``failed_writes``: table
+  writes that failed, e.g. on a full disk, logged once by the writer); the server may then reuse the arena;
 * ``{"close": true}``: merge this writer's files, answer ``{"closed": true}`` and exit.
 
 When stdin ends without ``close`` the server died (a crash, ``kill -9``): the writer still writes every whole
@@ -83,7 +84,7 @@ class _Writer:
             rows = arena.committed_rows()
             written = 0
             if rows:
-                table = arena.table(model, version, names, self.logger.settings.sensitive.get(model) or {})
+                table = arena.table(model, version, names, self.logger.rules(model))
                 written = self.logger.write_table(model, version, table)
                 del table
         else:
@@ -113,12 +114,14 @@ class _Writer:
             if "use" in message:
                 self.use(message)
             elif "seal" in message:
+                before = self.logger.failed_writes
                 try:
                     written, failed, shipped = self.write(message["seal"], tables=bool(message.get("tables")))
                 except Exception:
                     log.exception("the prediction log's writer could not read %s", message["seal"])
                     written, failed, shipped = 0, 0, []
-                self._send({"done": message["seal"], "written": written, "failed": failed, "tables": shipped})
+                self._send({"done": message["seal"], "written": written, "failed": failed, "tables": shipped,
+                            "failed_writes": self.logger.failed_writes - before})  # fmt: skip
             elif message.get("close"):
                 return True
         return False

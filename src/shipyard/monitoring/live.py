@@ -209,7 +209,7 @@ class LiveMonitor:
             return []
         frame = live_frame(table)
         if self.log is not None:  # hashed or dropped inputs never match the reference: not checked
-            frame = frame.drop(columns=[c for c in self.log.unmonitored(key[0]) if c in frame.columns])
+            frame = frame.drop(columns=[c for c in self.log.unmonitored(key[0], frame.columns) if c in frame.columns])
         drift = drift_report(profile, frame, self.thresholds)
         status = self.status.setdefault(key, LiveStatus())
         status.rows, status.drift, status.checked_at = table.num_rows, drift, _now()

@@ -12,7 +12,7 @@ model, label``).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -86,10 +86,14 @@ class PredictionLog:
         *,
         postgres_url: str | None = None,
         sensitive: Mapping[str, Mapping[str, str]] | None = None,
+        hash_personal: bool = True,
     ) -> None:
         self.sensitive: dict[str, dict[str, str]] = {m: dict(c) for m, c in (sensitive or {}).items()}
-        """The deployment's sensitive columns, ``{model: {column: "hash" | "drop"}}``: not comparable with a
-        reference profile (a hashed value never matches a training value), so drift skips them."""
+        """The deployment's sensitive columns, ``{model: {column: "hash" | "drop" | "raw"}}``: hashed or dropped
+        ones are not comparable with a reference profile (a hashed value never matches a training value), so
+        drift skips them."""
+        self.hash_personal = hash_personal
+        """Whether the writer hashed columns whose names look personal (``logging.hash_personal_columns``)."""
         if root is None and postgres_url is None:
             from shipyard.config import Settings
 
@@ -106,22 +110,30 @@ class PredictionLog:
             section = _logging_section(serve_config)
         sensitive = section.get("sensitive") or {}
         if not isinstance(sensitive, dict) or not all(isinstance(c, dict) for c in sensitive.values()):
-            raise InvalidInput(f"{serve_config}: logging.sensitive must map models to {{column: hash|drop}}")
+            raise InvalidInput(f"{serve_config}: logging.sensitive must map models to {{column: hash|drop|raw}}")
+        hash_personal = section.get("hash_personal_columns", True)
+        if not isinstance(hash_personal, bool):
+            raise InvalidInput(f"{serve_config}: logging.hash_personal_columns must be true or false")
         if section.get("backend", "parquet") == "postgres":
             url = section.get("postgres_url")
             if not isinstance(url, str) or not url:
                 raise InvalidInput(f"{serve_config}: logging.backend is postgres but logging.postgres_url is not set")
-            return cls(postgres_url=url, sensitive=sensitive)
+            return cls(postgres_url=url, sensitive=sensitive, hash_personal=hash_personal)
         path = section.get("path")
-        return cls(Path(path) if path else settings.resolved_home() / "logs", sensitive=sensitive)
+        root = Path(path) if path else settings.resolved_home() / "logs"
+        return cls(root, sensitive=sensitive, hash_personal=hash_personal)
 
-    def unmonitored(self, model: str) -> set[str]:
-        """Input columns of ``model`` that are hashed or dropped in the log, so not checked for drift.
+    def unmonitored(self, model: str, columns: Iterable[str] = ()) -> set[str]:
+        """Input columns of ``model`` that are hashed or dropped in the log, so not checked for drift: those
+        listed under ``sensitive`` and, among ``columns``, those whose names look personal (unless ``raw``).
 
-        >>> PredictionLog(Path("."), sensitive={"fraud": {"email": "hash"}}).unmonitored("fraud")
-        {'email'}
+        >>> log = PredictionLog(Path("."), sensitive={"fraud": {"channel": "hash", "ip": "raw"}})
+        >>> sorted(log.unmonitored("fraud", ["amount", "email", "ip"]))
+        ['channel', 'email']
         """
-        return set(self.sensitive.get(model, {}))
+        from shipyard.monitoring.privacy import ColumnRules
+
+        return ColumnRules(self.sensitive.get(model), hash_personal=self.hash_personal).hidden(columns)
 
     def __repr__(self) -> str:
         where = self.root if self.root is not None else "postgresql"

@@ -229,7 +229,7 @@ def monitor(
             "to store a reference profile"
         )
     live = frame[frame["version"] == checked]
-    drift = drift_report(profile, drift_frame(live, profile, log.unmonitored(name)), thresholds)
+    drift = drift_report(profile, drift_frame(live, profile, log.unmonitored(name, live.columns)), thresholds)
     joined = log.joined(name, since=since, last=last, version=version, inputs=False, shadow=False)
     accuracy: list[dict[str, Any]] = []
     if not joined.empty:

@@ -16,9 +16,11 @@ fsync, rename) or one PostgreSQL ``COPY``. Who does that depends on ``writer``:
 Either way a graceful shutdown (:meth:`~PredictionLogger.close`) loses nothing. When the buffer is full, new
 rows are dropped, counted in :attr:`~PredictionLogger.dropped` and reported in the log.
 
-Sensitive input columns (``sensitive: {model: {column: hash|drop}}``) are hashed (SHA-256 of the value's
-text) or dropped before anything is written. The writer also merges each closed ``rotate_seconds`` period's
-flush files into one segment and deletes files past ``max_age_hours`` or beyond ``max_bytes``, oldest first.
+Sensitive input columns (``sensitive: {model: {column: hash|drop}}``, and by default every column whose name
+looks like personal data: :mod:`shipyard.monitoring.privacy`) are hashed (SHA-256 of the value's text) or
+dropped before anything is written. Files are ``0600`` and folders ``0700``. The writer also merges each
+closed ``rotate_seconds`` period's flush files into one segment and deletes files past ``max_age_hours`` or
+beyond ``max_bytes``, oldest first.
 
 >>> import tempfile, pathlib
 >>> from shipyard.serving.settings import LogSettings
@@ -49,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from shipyard.monitoring._tables import Entry, float_rows, input_columns, label_table, prediction_table
+from shipyard.monitoring.privacy import ColumnRules
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -71,6 +74,57 @@ class _Sink(Protocol):
     def compact(self, now: float | None = None, *, everything: bool = False) -> int: ...
     def expire(self, now: float | None = None) -> int: ...
     def close(self) -> None: ...
+
+
+class Failures:
+    """A failing operation retried again and again (a write to a full disk): logged once with its traceback,
+    then only counted, and one line when it works again.
+
+    >>> failures = Failures("writes", "retried later")
+    >>> for _ in range(3):
+    ...     failures.failed(OSError(28, "No space left on device"), "could not write", rows=10)
+    >>> failures.count, failures.streak
+    (3, 3)
+    >>> failures.succeeded(); failures.count, failures.streak
+    (3, 0)
+    """
+
+    def __init__(self, kind: str, consequence: str) -> None:
+        self.kind = kind
+        self.consequence = consequence
+        self.count = 0
+        """Failures so far (never reset)."""
+        self.streak = 0
+        """Failures since the last success."""
+        self._rows = 0
+        self._lock = threading.Lock()
+
+    def failed(self, exc: BaseException, what: str, rows: int = 0) -> None:
+        """Count one failure; the first of a streak is logged with its reason and traceback."""
+        with self._lock:
+            self.count += 1
+            self.streak += 1
+            self._rows += rows
+            first = self.streak == 1
+        if first:
+            log.error("%s: %s; %s. Further failures are counted, not logged, until it works again", what,
+                      _reason(exc), self.consequence, exc_info=exc)  # fmt: skip
+
+    def succeeded(self) -> None:
+        """The operation worked: if it had been failing, say once after how many failures."""
+        if not self.streak:  # the usual case: no lock
+            return
+        with self._lock:
+            streak, rows, self.streak, self._rows = self.streak, self._rows, 0, 0
+        if streak:
+            lost = f" ({rows} rows not logged)" if rows else ""
+            log.warning("prediction log: recovered after %d failed %s%s", streak, self.kind, lost)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror} ({exc.filename})" if exc.filename else exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 FLUSH_SWITCH_INTERVAL_S = 0.0005
@@ -136,11 +190,20 @@ class PredictionLogger:
         self._label_writing = False
         self._process: WriterProcess | None = None
         self._float_types: tuple[Sequence[str] | None, bool] | None = None
+        self._rules: dict[str, ColumnRules] = {}
+        self._write_failures: dict[str, Failures] = {}  # per model: one model's broken folder does not hide another's
+        self._maintenance = Failures("maintenance runs", "retried every flush interval")
 
     @property
     def dropped(self) -> int:
         """Rows not logged because the buffer was full or their write failed."""
         return self._dropped + (self._process.dropped if self._process is not None else 0)
+
+    @property
+    def failed_writes(self) -> int:
+        """Writes of a table of predictions that failed (a full disk, a database down); their rows are dropped."""
+        own = sum(failures.count for failures in list(self._write_failures.values()))
+        return own + (self._process.failed_writes if self._process is not None else 0)
 
     @property
     def written(self) -> int:
@@ -172,9 +235,10 @@ class PredictionLogger:
                     )
                 self._sink = PostgresSink(self.settings.postgres_url, max_age_hours=self.settings.max_age_hours)
             else:
+                from shipyard.monitoring._files import private_dir
                 from shipyard.monitoring._parquet import ParquetSink
 
-                self.root.mkdir(parents=True, exist_ok=True)
+                private_dir(self.root)
                 self._sink = ParquetSink(
                     self.root,
                     fsync=self.settings.fsync,
@@ -374,8 +438,10 @@ class PredictionLogger:
                 if time.monotonic() >= next_expiry:
                     next_expiry = time.monotonic() + min(EXPIRE_EVERY_SECONDS, self.settings.rotate_seconds)
                     self.sink.expire()
-            except Exception:
-                log.exception("prediction log maintenance (merging, expiry) failed; retrying later")
+            except Exception as exc:
+                self._maintenance.failed(exc, "prediction log maintenance (merging, expiry) failed")
+            else:
+                self._maintenance.succeeded()
 
     def flush(self) -> int:
         """Write every row held now; the number of rows written (any thread)."""
@@ -397,24 +463,41 @@ class PredictionLogger:
         with self._write_lock, quick_handovers():
             for (model, version), entries in groups.items():
                 rows = sum(e[11] for e in entries)
-                written += self._write(model, version, rows, partial(prediction_table, entries,
-                                                                     self.settings.sensitive.get(model)))  # fmt: skip
+                written += self._write(model, version, rows, partial(prediction_table, entries, self.rules(model)))
         return written
+
+    def rules(self, model: str) -> ColumnRules:
+        """Which of ``model``'s input columns are hashed or dropped (``sensitive``, and personal-looking names)."""
+        rules = self._rules.get(model)
+        if rules is None:
+            rules = self._rules[model] = ColumnRules(
+                self.settings.sensitive.get(model), hash_personal=self.settings.hash_personal_columns
+            )
+        return rules
 
     def write_table(self, model: str, version: int, table: pa.Table) -> int:
         """Write a table of log rows built elsewhere (from a writer process's arena); the rows written."""
         with self._write_lock:
             return self._write(model, version, table.num_rows, lambda: table)
 
+    def _failures(self, model: str) -> Failures:
+        failures = self._write_failures.get(model)
+        if failures is None:
+            consequence = "rows are dropped and counted (shipyard_prediction_log_dropped)"
+            failures = self._write_failures[model] = Failures(f"writes of {model}", consequence)
+        return failures
+
     def _write(self, model: str, version: int, rows: int, build: Callable[[], pa.Table]) -> int:
         try:
             table = build()
             self.sink.write("predictions", model, table, version=version)
-        except Exception:
+        except Exception as exc:
             with self._lock:
                 self._dropped += rows
-            log.exception("prediction log: could not write %d rows of %s version %d", rows, model, version)
+            what = f"prediction log: could not write {rows} rows of {model} version {version}"
+            self._failures(model).failed(exc, what, rows)
             return 0
+        self._failures(model).succeeded()
         self._written += rows
         for listener in self._listeners:
             try:

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from shipyard.monitoring._files import private_dir
+
 log = logging.getLogger("shipyard.monitoring")
 
 
@@ -102,7 +104,7 @@ class SharedCrossings(Crossings):
     def __init__(self, folder: Path) -> None:
         super().__init__()
         self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder)
 
     def _marker(self, key: Hashable) -> Path:
         return self.folder / hashlib.sha256(repr(key).encode()).hexdigest()[:32]
@@ -115,7 +117,7 @@ class SharedCrossings(Crossings):
             marker.unlink(missing_ok=True)
             return False
         try:
-            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         except FileExistsError:
             return False
         return True

@@ -143,7 +143,12 @@ class ServerMetrics:
         )
         self.log_dropped = Counter(
             "shipyard_prediction_log_dropped",
-            "Predictions the prediction log dropped because its buffer was full.",
+            "Predictions the prediction log dropped because its buffer was full or their write failed.",
+            registry=self.registry,
+        )
+        self.log_failed_writes = Counter(
+            "shipyard_prediction_log_failed_writes",
+            "Writes of the prediction log that failed (a full disk, a database down); their rows count as dropped.",
             registry=self.registry,
         )
         self.drift_psi = Gauge(
@@ -194,9 +199,12 @@ class ServerMetrics:
         )
         self._request_children: dict[tuple[str, str, str, str], tuple[Any, Any, Any]] = {}
         self._log_dropped_seen = 0
+        self._log_failed_seen = 0
         self._resources_lock = threading.Lock()
         self.dropped_source: Callable[[], int] | None = None
         """Reads the prediction log's count of dropped rows (set by the app when logging is on)."""
+        self.failed_writes_source: Callable[[], int] | None = None
+        """Reads the prediction log's count of failed writes (set with ``dropped_source``)."""
 
     def observe_request(self, model: str, version: str, route: str, status: str, seconds: float) -> None:
         """Record one answered request (labelled children are cached: ``labels()`` is slow on the hot path).
@@ -257,10 +265,14 @@ class ServerMetrics:
         cpu.set(times.user + times.system)
         memory.set(rss)
         dropped = self.dropped_source() if self.dropped_source is not None else 0
+        failed = self.failed_writes_source() if self.failed_writes_source is not None else 0
         with self._resources_lock:  # the live monitor's thread samples too
             if dropped > self._log_dropped_seen:
                 self.log_dropped.inc(dropped - self._log_dropped_seen)
                 self._log_dropped_seen = dropped
+            if failed > self._log_failed_seen:
+                self.log_failed_writes.inc(failed - self._log_failed_seen)
+                self._log_failed_seen = failed
 
     def set_drift(self, model: str, version: int, drift: Sequence[FeatureDrift]) -> None:
         """Publish the live monitor's drift of one model version: PSI and alert flag per feature."""
@@ -301,6 +313,7 @@ def live_monitor(
     if logger is None:
         return None
     metrics.dropped_source = lambda: logger.dropped
+    metrics.failed_writes_source = lambda: logger.failed_writes
     config = settings.monitoring
     if not config.enabled:
         return None
@@ -327,6 +340,7 @@ def live_monitor(
             None if postgres else logger.root,
             postgres_url=settings.logging.postgres_url if postgres else None,
             sensitive=settings.logging.sensitive,
+            hash_personal=settings.logging.hash_personal_columns,
         ),
         gauges=metrics,
         on_tick=metrics.observe_resources,

@@ -84,9 +84,16 @@ class LogSettings(BaseModel):
     buffer_rows: int = Field(
         default=1_000_000, ge=1, description="Most rows held in memory; beyond, new ones are dropped and counted."
     )
-    sensitive: dict[str, dict[str, Literal["hash", "drop"]]] = Field(
+    sensitive: dict[str, dict[str, Literal["hash", "drop", "raw"]]] = Field(
         default_factory=dict,
-        description="Per model, input columns to hash (sha256 of the value) or drop before anything is written.",
+        description="Per model, input columns to hash (sha256 of the value) or drop before anything is written, "
+        "or to log raw although their name looks personal (see hash_personal_columns).",
+    )
+    hash_personal_columns: bool = Field(
+        default=True,
+        description="Hash every input column whose name looks like personal data (email, phone, name, address, "
+        "ssn, iban, card number, birth date, ip, passport, user or customer id...; see "
+        "shipyard.monitoring.privacy), as if it were listed under sensitive with hash.",
     )
 
     @model_validator(mode="after")

@@ -98,13 +98,16 @@ class Dashboard:
 
             logging = self.settings.logging
             writer = self.dataplane.prediction_log
-            sensitive = logging.sensitive
+            sensitive, personal = logging.sensitive, logging.hash_personal_columns
             if logging.backend == "postgres":
-                self._log = PredictionLog(postgres_url=logging.postgres_url, sensitive=sensitive)
+                self._log = PredictionLog(
+                    postgres_url=logging.postgres_url, sensitive=sensitive, hash_personal=personal
+                )
             elif writer is not None:
-                self._log = PredictionLog(writer.root, sensitive=sensitive)
+                self._log = PredictionLog(writer.root, sensitive=sensitive, hash_personal=personal)
             else:
-                self._log = PredictionLog(log_root(logging, Settings().resolved_home()), sensitive=sensitive)
+                root = log_root(logging, Settings().resolved_home())
+                self._log = PredictionLog(root, sensitive=sensitive, hash_personal=personal)
         return self._log
 
     async def cached(self, key: tuple[Any, ...], compute: Any) -> Any:
