@@ -221,3 +221,31 @@ def test_concurrent_feedback_is_coalesced_and_refusals_stay_per_request(home: Pa
     for events, (first, _) in zip([good[0], good[1], good[2], good[3]], offsets, strict=True):
         for i, event in enumerate(events):
             assert by_offset[first + i] == (event.features, event.label)
+
+
+def test_labels_of_a_logged_model_are_accepted_only_for_logged_request_ids(
+    start_server: Callable[..., Any], fraud_model: Any, home: Path, tmp_path: Path
+) -> None:
+    """A model that does not learn online: a label joins its logged prediction, or is refused with 404."""
+    from shipyard.monitoring.logs import PredictionLog
+
+    _, X = fraud_model
+    server = start_server("fraud", "--config", config(tmp_path, "logging:\n  flush_interval_s: 0.2\n"))
+    http = server.client
+    rows = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in X.head(2).to_dict("records")]
+    one = http.post("/v1/models/fraud/predict", json={"instances": rows[:1]}).json()["request_id"]
+    two = http.post("/v1/models/fraud/predict", json={"instances": rows}).json()["request_id"]
+
+    unknown = http.post("/v1/models/fraud/feedback", json={"request_id": "7f3c-never-served", "label": 1})
+    assert unknown.status_code == 404, unknown.text
+    assert "'7f3c-never-served'" in unknown.json()["error"] and "prediction log" in unknown.json()["error"]
+    mixed = [{"request_id": one, "label": 1}, {"request_id": f"{two}/5", "label": 0}]
+    refused = http.post("/v1/models/fraud/feedback", json={"labels": mixed})
+    assert refused.status_code == 404 and f"'{two}/5'" in refused.json()["error"]
+    assert f"'{one}'" not in refused.json()["error"]  # only the unknown id is named
+
+    known = [mixed[0], {"request_id": f"{two}/1", "label": 0}]
+    accepted = http.post("/v1/models/fraud/feedback", json={"labels": known})
+    assert accepted.status_code == 202 and accepted.json()["accepted"] == 2, accepted.text
+    # a refused request wrote nothing: only the accepted labels are in the log
+    assert sorted(PredictionLog(home / "logs").labels("fraud")["request_id"]) == sorted([one, f"{two}/1"])
