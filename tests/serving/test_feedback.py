@@ -223,14 +223,26 @@ def test_concurrent_feedback_is_coalesced_and_refusals_stay_per_request(home: Pa
             assert by_offset[first + i] == (event.features, event.label)
 
 
+@pytest.mark.parametrize("backend", ["parquet", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_labels_of_a_logged_model_are_accepted_only_for_logged_request_ids(
-    start_server: Callable[..., Any], fraud_model: Any, home: Path, tmp_path: Path
+    start_server: Callable[..., Any],
+    fraud_model: Any,
+    home: Path,
+    tmp_path: Path,
+    backend: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     """A model that does not learn online: a label joins its logged prediction, or is refused with 404."""
     from shipyard.monitoring.logs import PredictionLog
 
     _, X = fraud_model
-    server = start_server("fraud", "--config", config(tmp_path, "logging:\n  flush_interval_s: 0.2\n"))
+    yaml = "logging:\n  flush_interval_s: 0.2\n"
+    log = PredictionLog(home / "logs")
+    if backend == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        yaml += f"  backend: postgres\n  postgres_url: {url}\n"
+        log = PredictionLog(postgres_url=url)
+    server = start_server("fraud", "--config", config(tmp_path, yaml))
     http = server.client
     rows = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in X.head(2).to_dict("records")]
     one = http.post("/v1/models/fraud/predict", json={"instances": rows[:1]}).json()["request_id"]
@@ -248,4 +260,4 @@ def test_labels_of_a_logged_model_are_accepted_only_for_logged_request_ids(
     accepted = http.post("/v1/models/fraud/feedback", json={"labels": known})
     assert accepted.status_code == 202 and accepted.json()["accepted"] == 2, accepted.text
     # a refused request wrote nothing: only the accepted labels are in the log
-    assert sorted(PredictionLog(home / "logs").labels("fraud")["request_id"]) == sorted([one, f"{two}/1"])
+    assert sorted(log.labels("fraud")["request_id"]) == sorted([one, f"{two}/1"])
