@@ -47,7 +47,7 @@ FEEDBACK_BODY = json_body(
             "instances": {"type": "array", "items": {"type": "object"}, "description": "rows, as for predict"},
         },
     },
-    {"request_id": "3f9a0c2b1d4e000000002a", "label": 1},
+    {"request_id": "7f3c9a0c2b1d4e5f8a6b0c1d2e3f4a5b", "label": 1},
 )
 STOP_SECONDS = 10.0
 LOG_WAIT_SECONDS = 5.0
