@@ -261,3 +261,21 @@ def test_labels_of_a_logged_model_are_accepted_only_for_logged_request_ids(
     assert accepted.status_code == 202 and accepted.json()["accepted"] == 2, accepted.text
     # a refused request wrote nothing: only the accepted labels are in the log
     assert sorted(log.labels("fraud")["request_id"]) == sorted([one, f"{two}/1"])
+
+
+def test_a_label_sent_to_another_worker_than_its_prediction_is_accepted(
+    start_server: Callable[..., Any], fraud_model: Any, tmp_path: Path
+) -> None:
+    """Each request on a new connection: the kernel spreads them over both workers, so some labels reach a worker
+    that did not make (and has not written) the prediction; they are looked up again after its flush interval."""
+    import httpx
+
+    _, X = fraud_model
+    yaml = config(tmp_path, "logging:\n  flush_interval_s: 0.2\n")
+    server = start_server("fraud", "--workers", "2", "--config", yaml)
+    row = {k: (v.item() if hasattr(v, "item") else v) for k, v in X.iloc[0].to_dict().items()}
+    for _ in range(8):
+        answer = httpx.post(f"{server.url}/v1/models/fraud/predict", json={"instances": [row]}, timeout=30)
+        body = {"request_id": answer.json()["request_id"], "label": 1}
+        label = httpx.post(f"{server.url}/v1/models/fraud/feedback", json=body, timeout=30)
+        assert label.status_code == 202, label.text

@@ -425,8 +425,8 @@ class OnlineServing:
         A label of a model that does not learn online only counts once joined with its logged prediction
         (live accuracy, ``monitor``, ``ab report``): one that joins nothing is refused, not stored. This
         worker's held predictions are written first; a prediction another worker still holds is written
-        within its flush interval, so unknown ids are looked up once more after that (at most
-        :data:`LOG_WAIT_SECONDS`).
+        within its flush interval (and the writer's time), so unknown ids are looked up again for two flush
+        intervals and a second more (at most :data:`LOG_WAIT_SECONDS`) before the 404.
         """
         assert self.prediction_log is not None
         logger = self.prediction_log
@@ -441,8 +441,10 @@ class OnlineServing:
         wanted = {request_id for request_id, _ in pairs}
         await asyncio.to_thread(logger.flush)
         missing = wanted - await asyncio.to_thread(reader.logged_request_ids, name, wanted)
-        if missing:
-            await asyncio.sleep(min(logger.settings.flush_interval_s, LOG_WAIT_SECONDS) + 0.1)
+        interval = logger.settings.flush_interval_s
+        deadline = time.monotonic() + min(2 * interval + 1.0, LOG_WAIT_SECONDS)
+        while missing and time.monotonic() < deadline:
+            await asyncio.sleep(min(interval, 0.25))
             missing -= await asyncio.to_thread(reader.logged_request_ids, name, missing)
         if missing:
             raise UnknownRequestIds(
