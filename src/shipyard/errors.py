@@ -278,13 +278,13 @@ class ServerUnavailable(ShipyardError):
 class UnknownRequestIds(NotFound):
     """Feedback for predictions that were never recorded (or were made by a model that is not online)."""
 
-    def __init__(self, name: str, request_ids: list[str]) -> None:
+    def __init__(self, name: str, request_ids: list[str], hint: str | None = None) -> None:
         shown = ", ".join(map(repr, request_ids[:10]))
         more = f" (and {len(request_ids) - 10} more)" if len(request_ids) > 10 else ""
-        super().__init__(
-            f"model {name!r} made no recorded prediction with request id {shown}{more}; send feedback with the "
-            "request_id of a prediction of an online model, or send the features with the label"
+        hint = hint or (
+            "send feedback with the request_id of a prediction of an online model, or send the features with the label"
         )
+        super().__init__(f"model {name!r} made no recorded prediction with request id {shown}{more}; {hint}")
         self.name = name
         self.request_ids = request_ids
 

@@ -221,3 +221,61 @@ def test_concurrent_feedback_is_coalesced_and_refusals_stay_per_request(home: Pa
     for events, (first, _) in zip([good[0], good[1], good[2], good[3]], offsets, strict=True):
         for i, event in enumerate(events):
             assert by_offset[first + i] == (event.features, event.label)
+
+
+@pytest.mark.parametrize("backend", ["parquet", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_labels_of_a_logged_model_are_accepted_only_for_logged_request_ids(
+    start_server: Callable[..., Any],
+    fraud_model: Any,
+    home: Path,
+    tmp_path: Path,
+    backend: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    """A model that does not learn online: a label joins its logged prediction, or is refused with 404."""
+    from shipyard.monitoring.logs import PredictionLog
+
+    _, X = fraud_model
+    yaml = "logging:\n  flush_interval_s: 0.2\n"
+    log = PredictionLog(home / "logs")
+    if backend == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        yaml += f"  backend: postgres\n  postgres_url: {url}\n"
+        log = PredictionLog(postgres_url=url)
+    server = start_server("fraud", "--config", config(tmp_path, yaml))
+    http = server.client
+    rows = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in X.head(2).to_dict("records")]
+    one = http.post("/v1/models/fraud/predict", json={"instances": rows[:1]}).json()["request_id"]
+    two = http.post("/v1/models/fraud/predict", json={"instances": rows}).json()["request_id"]
+
+    unknown = http.post("/v1/models/fraud/feedback", json={"request_id": "7f3c-never-served", "label": 1})
+    assert unknown.status_code == 404, unknown.text
+    assert "'7f3c-never-served'" in unknown.json()["error"] and "prediction log" in unknown.json()["error"]
+    mixed = [{"request_id": one, "label": 1}, {"request_id": f"{two}/5", "label": 0}]
+    refused = http.post("/v1/models/fraud/feedback", json={"labels": mixed})
+    assert refused.status_code == 404 and f"'{two}/5'" in refused.json()["error"]
+    assert f"'{one}'" not in refused.json()["error"]  # only the unknown id is named
+
+    known = [mixed[0], {"request_id": f"{two}/1", "label": 0}]
+    accepted = http.post("/v1/models/fraud/feedback", json={"labels": known})
+    assert accepted.status_code == 202 and accepted.json()["accepted"] == 2, accepted.text
+    # a refused request wrote nothing: only the accepted labels are in the log
+    assert sorted(log.labels("fraud")["request_id"]) == sorted([one, f"{two}/1"])
+
+
+def test_a_label_sent_to_another_worker_than_its_prediction_is_accepted(
+    start_server: Callable[..., Any], fraud_model: Any, tmp_path: Path
+) -> None:
+    """Each request on a new connection: the kernel spreads them over both workers, so some labels reach a worker
+    that did not make (and has not written) the prediction; they are looked up again after its flush interval."""
+    import httpx
+
+    _, X = fraud_model
+    yaml = config(tmp_path, "logging:\n  flush_interval_s: 0.2\n")
+    server = start_server("fraud", "--workers", "2", "--config", yaml)
+    row = {k: (v.item() if hasattr(v, "item") else v) for k, v in X.iloc[0].to_dict().items()}
+    for _ in range(8):
+        answer = httpx.post(f"{server.url}/v1/models/fraud/predict", json={"instances": [row]}, timeout=30)
+        body = {"request_id": answer.json()["request_id"], "label": 1}
+        label = httpx.post(f"{server.url}/v1/models/fraud/feedback", json=body, timeout=30)
+        assert label.status_code == 202, label.text

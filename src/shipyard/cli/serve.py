@@ -63,6 +63,7 @@ def serve(
             max_batch_size=max_batch_size or settings.batching.max_batch_size,
             max_wait_ms=settings.batching.max_wait_ms if max_wait_ms is None else max_wait_ms,
         )
+    _check_port(settings.host, settings.port)
     _check_refs(settings.refs)
     if settings.auth_required():
         _warn_without_keys()
@@ -86,6 +87,56 @@ def _warn_without_keys() -> None:
             "create one with 'shipyard keys create --name app --scope predict'",
             err=True,
         )
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail fast, before any model loads and before "ready" is printed, when ``host:port`` cannot be bound.
+
+    The probe binds as the server will (``SO_REUSEADDR``: a port left in TIME_WAIT is free) and lets go at
+    once; the server binds it again a moment later.
+    """
+    import errno
+    import socket
+
+    from shipyard.errors import ShipyardError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ShipyardError(f"cannot bind to host {host!r}: {exc.strerror}; choose another with --host") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                holder = _port_holder(port)
+                raise ShipyardError(
+                    f"port {port} on {host} is in use{f' (by {holder})' if holder else ''}; stop it or choose "
+                    "another port with --port"
+                ) from None
+            if exc.errno == errno.EACCES:
+                raise ShipyardError(
+                    f"port {port} on {host} needs privileges to bind; choose a port above 1023 with --port"
+                ) from None
+            raise ShipyardError(f"cannot bind to {host}:{port}: {exc.strerror}; check --host and --port") from None
+
+
+def _port_holder(port: int) -> str:
+    """``pid N (name)`` of the process listening on ``port``, when this user may see it; else ``""``."""
+    import psutil
+
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                try:
+                    return f"pid {conn.pid}, {psutil.Process(conn.pid).name()}"
+                except psutil.Error:
+                    return f"pid {conn.pid}"
+    except (psutil.Error, OSError):
+        pass
+    return ""
 
 
 def _check_refs(refs: list[str]) -> None:

@@ -12,7 +12,7 @@ model, label``).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -220,6 +220,38 @@ class PredictionLog:
             .sort_values("ts", kind="stable")
             .reset_index(drop=True)
         )
+
+    def logged_request_ids(self, model: str, request_ids: Collection[str]) -> set[str]:
+        """Which of ``request_ids`` name a logged prediction of ``model`` (served, not shadow rows).
+
+        Only the ``request_id`` and ``route`` columns are read (with PostgreSQL, only the matching rows).
+        """
+        wanted = sorted(set(request_ids))
+        if not wanted:
+            return set()
+        if self.root is None:
+            from sqlalchemy import bindparam, text
+
+            from shipyard.monitoring._postgres import PREDICTIONS
+
+            sql = text(
+                f"SELECT DISTINCT request_id FROM {PREDICTIONS} WHERE model = :model AND route <> 'shadow' "
+                "AND request_id IN :ids"
+            ).bindparams(bindparam("ids", expanding=True))
+            with self._db().connect() as conn:
+                return {row[0] for row in conn.execute(sql, {"model": model, "ids": wanted})}
+
+        def run(con: duckdb.DuckDBPyConnection) -> set[str]:
+            import pyarrow as pa
+
+            con.register("_wanted", pa.table({"request_id": pa.array(wanted, type=pa.string())}))
+            sql = (
+                "SELECT DISTINCT p.request_id FROM predictions p JOIN _wanted w USING (request_id) "
+                "WHERE p.route <> 'shadow'"
+            )
+            return {str(row[0]) for row in con.execute(sql).fetchall()}
+
+        return self._with_views(model, None, run)
 
     # ------------------------------------------------------------------ SQL
     def query(self, model: str, sql: str, *, since: dt.datetime | None = None) -> pa.Table:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from shipyard.errors import Conflict, InvalidInput, PayloadTooLarge, ShipyardError
+from shipyard.errors import Conflict, InvalidInput, PayloadTooLarge, ShipyardError, UnknownRequestIds
 from shipyard.service import ModelService
 from shipyard.serving.metrics import ServerMetrics
 from shipyard.serving.native import rows_from_body
@@ -32,6 +32,7 @@ from shipyard.serving.repository import ModelRepository
 from shipyard.serving.settings import ServeSettings
 
 if TYPE_CHECKING:
+    from shipyard.monitoring.logs import PredictionLog
     from shipyard.monitoring.predlog import PredictionLogger
     from shipyard.online import FeedbackEvent, OnlineStatus, OnlineStore
 
@@ -46,9 +47,11 @@ FEEDBACK_BODY = json_body(
             "instances": {"type": "array", "items": {"type": "object"}, "description": "rows, as for predict"},
         },
     },
-    {"request_id": "3f9a0c2b1d4e000000002a", "label": 1},
+    {"request_id": "7f3c9a0c2b1d4e5f8a6b0c1d2e3f4a5b", "label": 1},
 )
 STOP_SECONDS = 10.0
+LOG_WAIT_SECONDS = 5.0
+"""Longest wait for another worker to write a prediction that a label names (its flush interval, at most this)."""
 
 
 class RateLimited(ShipyardError):
@@ -274,6 +277,7 @@ class OnlineServing:
         self._snapshots: dict[str, tuple[int, int]] = {}
         self._available = False
         self._appenders: dict[str, Appender] = {}
+        self._log_reader: PredictionLog | None = None
 
     @property
     def store(self) -> OnlineStore:
@@ -403,6 +407,8 @@ class OnlineServing:
                 'send {"request_id": ..., "label": ...} or {"labels": [{"request_id": ..., "label": ...}, ...]}'
             )
         self.limiter.check(state.get("api_key_id", ""), len(request))
+        if not online and request.pairs is not None:
+            await self._check_logged(name, request.pairs)
         answer: dict[str, Any] = {"accepted": len(request)}
         if online:
             first, last = await self._learn(name, request)
@@ -412,6 +418,42 @@ class OnlineServing:
             await asyncio.to_thread(self.prediction_log.record_labels, name, request.pairs)
         answer["request_id"] = state["request_id"]
         return answer
+
+    async def _check_logged(self, name: str, pairs: Sequence[tuple[str, Any]]) -> None:
+        """Refuse (404, naming them) labels whose request id names no logged prediction of ``name``.
+
+        A label of a model that does not learn online only counts once joined with its logged prediction
+        (live accuracy, ``monitor``, ``ab report``): one that joins nothing is refused, not stored. This
+        worker's held predictions are written first; a prediction another worker still holds is written
+        within its flush interval (and the writer's time), so unknown ids are looked up again for two flush
+        intervals and a second more (at most :data:`LOG_WAIT_SECONDS`) before the 404.
+        """
+        assert self.prediction_log is not None
+        logger = self.prediction_log
+        if self._log_reader is None:
+            from shipyard.monitoring.logs import PredictionLog
+
+            postgres = logger.settings.backend == "postgres"
+            self._log_reader = PredictionLog(
+                None if postgres else logger.root, postgres_url=logger.settings.postgres_url if postgres else None
+            )
+        reader = self._log_reader
+        wanted = {request_id for request_id, _ in pairs}
+        await asyncio.to_thread(logger.flush)
+        missing = wanted - await asyncio.to_thread(reader.logged_request_ids, name, wanted)
+        interval = logger.settings.flush_interval_s
+        deadline = time.monotonic() + min(2 * interval + 1.0, LOG_WAIT_SECONDS)
+        while missing and time.monotonic() < deadline:
+            await asyncio.sleep(min(interval, 0.25))
+            missing -= await asyncio.to_thread(reader.logged_request_ids, name, missing)
+        if missing:
+            raise UnknownRequestIds(
+                name,
+                [request_id for request_id in dict.fromkeys(r for r, _ in pairs) if request_id in missing],
+                hint="it does not learn online, so a label is kept only for a prediction in the prediction "
+                "log: send the request_id of an answer of this model (a request of several rows: "
+                "<request_id>/<row>); nothing of this request was stored",
+            )
 
     async def _learn(self, name: str, request: FeedbackRequest) -> tuple[int, int]:
         """Commit the feedback of online model ``name`` to its store; the first and last offsets."""

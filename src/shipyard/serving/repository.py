@@ -4,6 +4,10 @@ A model name with a registry deployment (pin, A/B, canary, shadow) gets a :class
 deployment needs, loaded and warmed up *before* the route replaces the previous one, so no request ever
 meets a version that is still loading. Servers notice changes by polling the registry's deployment
 revisions (one cheap query) every ``reload_interval_s``.
+
+A registry deployment decides what ``NAME`` and ``NAME@production`` serve; an explicit version or another
+alias (``fraud:3``, ``fraud@staging``) is served as given. A server started without references serves every
+model with a production alias, including those given one after it started (checked at every refresh).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from shipyard.types import DEFAULT_ALIAS, ModelRef
 
 log = logging.getLogger("shipyard.serving")
 PINNED_CACHE = 4  # versions loaded on demand for pinned routes, per server
+ADOPT_RETRY_SECONDS = 60.0  # a model newly given a production alias that failed to load is tried again after this
 
 
 class ServedModel:
@@ -143,7 +148,16 @@ class Deployment:
 
     @property
     def follows(self) -> bool:
+        """Whether the served version changes when the alias moves (no version given)."""
         return self.ref.version is None
+
+    @property
+    def routed_by_registry(self) -> bool:
+        """Whether the model's registry deployment decides what is served: for ``NAME`` and ``NAME@production``.
+
+        A version or another alias given explicitly (``fraud:3``, ``fraud@staging``) is served as given.
+        """
+        return self.ref.version is None and self.ref.alias in (None, DEFAULT_ALIAS)
 
     @property
     def followed(self) -> ModelRef:
@@ -175,6 +189,8 @@ class ModelRepository:
         self._pinned: OrderedDict[tuple[str, int], ServedModel] = OrderedDict()
         self._aliases: dict[tuple[str, str], int] = {}
         self._loading: dict[tuple[str, int], asyncio.Future[ServedModel]] = {}
+        self._failed: dict[str, float] = {}
+        """Names given a production alias that failed to load: when to try again (monotonic seconds)."""
         self.ready = False
         self.on_route: Callable[[Deployment], None] | None = None
         """Called on the event loop after a deployment's route (or revision) changed."""
@@ -193,23 +209,34 @@ class ModelRepository:
 
     def load_all(self) -> None:
         """Load and warm up every deployment (blocking), as its registry deployment says; ready afterwards."""
-        revisions = self._revisions()
+        revisions = self.service.deployment_revisions() if self.deployments else {}
         for deployment in self.deployments.values():
-            revision = revisions.get(deployment.name, 0) if deployment.follows else 0
-            if revision:
-                try:
-                    self._install(deployment, *self._prepare(deployment, revision))
-                    continue
-                except Exception:
-                    log.exception(
-                        "%s: could not apply deployment revision %d; following its alias", deployment.name, revision
-                    )
-            deployment.current = self._load(self.service.resolve(deployment.ref))
+            self._start(deployment, revisions)
         self.ready = True
 
+    def _start(self, deployment: Deployment, revisions: dict[str, int]) -> None:
+        """Load and warm up one deployment (blocking), as its registry deployment (if it takes one) says."""
+        revision = revisions.get(deployment.name, 0) if deployment.routed_by_registry else 0
+        if revisions.get(deployment.name) and not deployment.routed_by_registry:
+            log.warning(
+                "%s: serving %s as asked; the registry deployment of %s (revision %d) applies when it is "
+                "served as %s or %s@%s",
+                deployment.name, deployment.ref, deployment.name, revisions[deployment.name],
+                deployment.name, deployment.name, DEFAULT_ALIAS,
+            )  # fmt: skip
+        if revision:
+            try:
+                self._install(deployment, *self._prepare(deployment, revision))
+                return
+            except Exception:
+                log.exception(
+                    "%s: could not apply deployment revision %d; following its alias", deployment.name, revision
+                )
+        deployment.current = self._load(self.service.resolve(deployment.ref))
+
     def _revisions(self) -> dict[str, int]:
-        """Deployment revision per model name, from the registry (empty when nothing is followed)."""
-        if not any(d.follows for d in self.deployments.values()):
+        """Deployment revision per model name, from the registry (empty when no name is routed by it)."""
+        if not any(d.routed_by_registry for d in self.deployments.values()):
             return {}
         return self.service.deployment_revisions()
 
@@ -460,7 +487,7 @@ class ModelRepository:
         for deployment in self.deployments.values():
             if not deployment.follows or deployment.current is None:
                 continue
-            revision = revisions.get(deployment.name, 0)
+            revision = revisions.get(deployment.name, 0) if deployment.routed_by_registry else 0
             if revision != deployment.revision:
                 old = deployment.current
                 try:
@@ -490,6 +517,8 @@ class ModelRepository:
             asyncio.get_running_loop().call_later(self.settings.timeout_s + 5.0, old.close)
             swaps.append((deployment.name, old.version, new.version))
             log.info("%s: switched from version %d to %d", deployment.name, old.version, new.version)
+        if not self.settings.refs:
+            await self._adopt()
         for key in list(self._aliases):
             try:
                 info = await asyncio.to_thread(self.service.resolve, ModelRef(key[0], alias=key[1]))
@@ -497,6 +526,38 @@ class ModelRepository:
             except AliasNotFound:
                 del self._aliases[key]
         return swaps
+
+    async def _adopt(self) -> None:
+        """Serving every production alias: load and serve the models that got one since the server started.
+
+        A name is added only once loaded and warmed up; one that cannot be loaded is logged and tried again
+        :data:`ADOPT_RETRY_SECONDS` later.
+        """
+        models = await asyncio.to_thread(self.service.list_models)
+        now = time.monotonic()
+        new = [
+            m.name
+            for m in models
+            if DEFAULT_ALIAS in m.aliases and m.name not in self.deployments and self._failed.get(m.name, 0.0) <= now
+        ]
+        if not new:
+            return
+        revisions = await asyncio.to_thread(self.service.deployment_revisions)
+        for name in new:
+            deployment = Deployment(name, ModelRef(name, alias=DEFAULT_ALIAS))
+            try:
+                await asyncio.to_thread(self._start, deployment, revisions)
+            except Exception:
+                log.exception(
+                    "%s: got a production alias but could not be loaded; retrying in %g s", name, ADOPT_RETRY_SECONDS
+                )
+                self._failed[name] = time.monotonic() + ADOPT_RETRY_SECONDS
+                continue
+            self._failed.pop(name, None)
+            self.deployments[name] = deployment
+            log.info("%s: serving version %d (it got a production alias)", name, self.current(name).version)
+            if self.on_route is not None and deployment.revision == 0:  # else _install has called it
+                self.on_route(deployment)
 
     async def watch(self) -> None:
         """Refresh forever, every ``reload_interval_s`` seconds; errors are logged, never fatal."""
