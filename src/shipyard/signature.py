@@ -222,7 +222,14 @@ class Signature:
             kinds = set(map(type, values))
             dtype = spec.dtype
             if dtype in _FLOAT_KINDS and kinds <= {float, int}:
-                columns[spec.name] = np.array(values, dtype=dtype)
+                try:  # a value out of the column's range goes to the general path, which names it
+                    if dtype == "float64":  # only an int above 1.8e308 can overflow: OverflowError
+                        columns[spec.name] = np.array(values, dtype=dtype)
+                    else:
+                        with np.errstate(over="raise"):
+                            columns[spec.name] = np.array(values, dtype=dtype)
+                except (OverflowError, FloatingPointError):
+                    return None
             elif dtype in _INT_KINDS and kinds == {int}:
                 info = np.iinfo(np.dtype(dtype))
                 if not (info.min <= min(values) and max(values) <= info.max):
@@ -333,28 +340,47 @@ def _describe(value: Any) -> str:
     if isinstance(value, (bool, np.bool_)):
         return f"bool {bool(value)}"
     if isinstance(value, (int, np.integer)):
-        return f"int {int(value)}"
+        number = int(value)
+        if number.bit_length() > 128:  # too long to show (and str() refuses ints of over 4300 digits)
+            return f"int of {math.floor(number.bit_length() * math.log10(2)) + 1} digits"
+        return f"int {number}"
     if isinstance(value, (float, np.floating)):
         return f"float {float(value)!r}"
     return f"{type(value).__name__} {value!r}"[:60]
 
 
 def _value_problem(value: Any, dtype: str) -> str | None:
-    """Describe ``value`` if it cannot be a ``dtype`` value, else ``None``."""
+    """Describe ``value`` if it cannot be a ``dtype`` value, else ``None``.
+
+    Numbers outside the column type's range are named with the range (JSON parsers hand integers above
+    the 64-bit range over as floats, so an integral float is checked against an int column's range too).
+
+    >>> _value_problem(2**63, "int64")
+    'int 9223372036854775808 out of range [-9223372036854775808, 9223372036854775807]'
+    >>> _value_problem(1.8446744073709552e19, "int64")
+    'float 1.8446744073709552e+19 out of range [-9223372036854775808, 9223372036854775807]'
+    >>> _value_problem(1e39, "float32")
+    'float 1e+39 out of range [-3.4028234663852886e+38, 3.4028234663852886e+38]'
+    """
     if dtype in _FLOAT_KINDS:
         if value is None:
             return None
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
             return _describe(value)
+        limit = float(np.finfo(np.dtype(dtype)).max)
+        magnitude = abs(int(value)) if isinstance(value, (int, np.integer)) else abs(float(value))
+        if magnitude > limit and magnitude != math.inf:  # inf is a float value like any other
+            return f"{_describe(value)} out of range [{-limit}, {limit}]"
         return None
     if dtype in _INT_KINDS:
         if isinstance(value, (bool, np.bool_)) or value is None:
             return _describe(value)
-        if isinstance(value, (int, np.integer)):
+        whole = isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer()
+        if isinstance(value, (int, np.integer)) or whole:
             info = np.iinfo(np.dtype(dtype))
-            return None if info.min <= int(value) <= info.max else f"{_describe(value)} out of range"
-        if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
-            return None
+            if info.min <= int(value) <= info.max:
+                return None
+            return f"{_describe(value)} out of range [{info.min}, {info.max}]"
         return _describe(value)
     if dtype == "bool":
         return None if isinstance(value, (bool, np.bool_)) else _describe(value)
@@ -372,7 +398,13 @@ def _convert_column(series: pd.Series, spec: ColumnSpec, problems: list[str], fi
     # Fast paths: the column already has a compatible dtype.
     numeric = pd.api.types.is_float_dtype(kind) or pd.api.types.is_integer_dtype(kind)
     if dtype in _FLOAT_KINDS and numeric and not pd.api.types.is_bool_dtype(kind):
-        return series.to_numpy(dtype=dtype, na_value=np.nan)
+        if dtype == "float64":
+            return series.to_numpy(dtype=dtype, na_value=np.nan)
+        try:  # a narrower float: a value out of its range goes to the slow path, which names it
+            with np.errstate(over="raise"):
+                return series.to_numpy(dtype=dtype, na_value=np.nan)
+        except FloatingPointError:
+            pass
     if dtype in _INT_KINDS and pd.api.types.is_integer_dtype(kind) and not series.hasnans:
         values = series.to_numpy()
         info = np.iinfo(np.dtype(dtype))
