@@ -30,6 +30,8 @@ from shipyard.errors import InvalidInput, SchemaError
 _INT_KINDS = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
 _FLOAT_KINDS = {"float16", "float32", "float64"}
 _MAX_SHOWN = 10
+_COLUMN_TYPES = (list, tuple, np.ndarray, pd.Series, pd.Index)
+"""What a dict of columns may hold as a column; anything else is one value (one row)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +250,7 @@ class Signature:
             return data
         if isinstance(data, Mapping):
             try:
-                return pd.DataFrame({str(k): list(v) if not np.isscalar(v) else [v] for k, v in data.items()})
+                return pd.DataFrame({str(k): list(v) if isinstance(v, _COLUMN_TYPES) else [v] for k, v in data.items()})
             except ValueError as exc:
                 raise SchemaError([f"columns have different lengths ({exc})"]) from None
         if isinstance(data, np.ndarray) or (
@@ -292,7 +294,12 @@ class Signature:
         target = np.dtype(spec.dtype)
         if array.dtype == target:
             return array
-        if array.dtype.kind in "biuf" and target.kind in "fiu" and np.can_cast(array.dtype, target, "same_kind"):
+        if (
+            array.dtype.kind in "biuf"
+            and target.kind in "fiu"
+            and np.can_cast(array.dtype, target, "same_kind")
+            and _fits(array, target)
+        ):
             return array.astype(target)
         flat = array.reshape(len(array), -1) if len(array) else array
         for row_index, row in enumerate(flat):
@@ -307,6 +314,24 @@ class Signature:
 
 
 # ---------------------------------------------------------------------- helpers
+def _fits(array: np.ndarray[Any, Any], target: np.dtype[Any]) -> bool:
+    """Whether every value of a numeric ``array`` is in the range of ``target`` (a narrower cast would wrap
+    integers around or turn floats into inf; such values are named one by one instead).
+
+    >>> _fits(np.array([1, 300]), np.dtype("int8")), _fits(np.array([1e300]), np.dtype("float32"))
+    (False, False)
+    """
+    if not array.size:
+        return True
+    if target.kind in "iu" and array.dtype.kind in "iu":
+        info = np.iinfo(target)
+        return bool(int(array.min()) >= info.min and int(array.max()) <= info.max)
+    if target.kind == "f" and array.dtype.kind == "f" and target.itemsize < array.dtype.itemsize:
+        finite = np.abs(array[np.isfinite(array)])
+        return bool(not finite.size or finite.max() <= np.finfo(target).max)
+    return True
+
+
 def _dtype_name(series: pd.Series) -> str:
     dtype = series.dtype
     if isinstance(dtype, pd.CategoricalDtype):
@@ -413,9 +438,10 @@ def _convert_column(series: pd.Series, spec: ColumnSpec, problems: list[str], fi
     if dtype == "bool" and pd.api.types.is_bool_dtype(kind) and not series.hasnans:
         return series.to_numpy(dtype=bool)
     if dtype == "datetime64[ns]":
-        try:
-            return pd.to_datetime(series).to_numpy()
-        except (ValueError, TypeError):
+        try:  # numbers are nanoseconds since 1970: inf, NaN or one past the datetime64 range is refused
+            with np.errstate(invalid="raise", over="raise"):
+                return pd.to_datetime(series).to_numpy()
+        except (ValueError, TypeError, OverflowError, FloatingPointError):
             problems.append(f"column {spec.name!r}: expected a date-time, got values that do not parse as one")
             return None
     if dtype in ("string", "category") and (

@@ -102,3 +102,19 @@ def test_signature_names_values_out_of_a_columns_range(data: Any, message: str) 
     with pytest.raises(SchemaError) as raised:
         signature.validate(data)
     assert any(message in problem for problem in raised.value.problems), raised.value.problems
+
+
+@pytest.mark.parametrize(
+    ("dtype", "data", "message"),
+    [
+        ("int8", [[1], [300]], "expected int8, got int 300 out of range [-128, 127] (row 1)"),  # not wrapped to 44
+        ("uint8", [[-1]], "expected uint8, got int -1 out of range [0, 255] (row 0)"),  # not wrapped to 255
+        ("int64", np.array([[2**64 - 1]], dtype="uint64"), "expected int64, got int 18446744073709551615 out of"),
+        ("float32", [[1e300]], "expected float32, got float 1e+300 out of range"),  # not inf
+    ],
+)
+def test_tensor_values_out_of_range_are_named_not_wrapped(dtype: str, data: Any, message: str) -> None:
+    signature = Signature.infer(np.zeros((1, 1), dtype=dtype))
+    with pytest.raises(SchemaError) as raised:
+        signature.validate(data)
+    assert any(message in problem for problem in raised.value.problems), raised.value.problems
