@@ -18,7 +18,7 @@ shipyard.errors.SchemaError: ... column 'amount': expected float64, got string '
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,8 +30,6 @@ from shipyard.errors import InvalidInput, SchemaError
 _INT_KINDS = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
 _FLOAT_KINDS = {"float16", "float32", "float64"}
 _MAX_SHOWN = 10
-_COLUMN_TYPES = (list, tuple, np.ndarray, pd.Series, pd.Index)
-"""What a dict of columns may hold as a column; anything else is one value (one row)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +248,7 @@ class Signature:
             return data
         if isinstance(data, Mapping):
             try:
-                return pd.DataFrame({str(k): list(v) if isinstance(v, _COLUMN_TYPES) else [v] for k, v in data.items()})
+                return pd.DataFrame({str(k): _column_values(v) for k, v in data.items()})
             except ValueError as exc:
                 raise SchemaError([f"columns have different lengths ({exc})"]) from None
         if isinstance(data, np.ndarray) or (
@@ -314,6 +312,20 @@ class Signature:
 
 
 # ---------------------------------------------------------------------- helpers
+def _column_values(value: Any) -> list[Any]:
+    """One column of a dict of columns: the values of a sequence, array or other iterable; anything else
+    (a string, a number, ``None``, an object) is one value, a column of one row.
+
+    >>> _column_values((1, 2)), _column_values(range(2)), _column_values("ab"), _column_values(None)
+    ([1, 2], [0, 1], ['ab'], [None])
+    """
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return [value.item()]
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        return [value]
+    return list(value)
+
+
 def _fits(array: np.ndarray[Any, Any], target: np.dtype[Any]) -> bool:
     """Whether every value of a numeric ``array`` is in the range of ``target`` (a narrower cast would wrap
     integers around or turn floats into inf; such values are named one by one instead).
