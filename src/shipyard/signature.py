@@ -18,7 +18,7 @@ shipyard.errors.SchemaError: ... column 'amount': expected float64, got string '
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -222,7 +222,14 @@ class Signature:
             kinds = set(map(type, values))
             dtype = spec.dtype
             if dtype in _FLOAT_KINDS and kinds <= {float, int}:
-                columns[spec.name] = np.array(values, dtype=dtype)
+                try:  # a value out of the column's range goes to the general path, which names it
+                    if dtype == "float64":  # only an int above 1.8e308 can overflow: OverflowError
+                        columns[spec.name] = np.array(values, dtype=dtype)
+                    else:
+                        with np.errstate(over="raise"):
+                            columns[spec.name] = np.array(values, dtype=dtype)
+                except (OverflowError, FloatingPointError):
+                    return None
             elif dtype in _INT_KINDS and kinds == {int}:
                 info = np.iinfo(np.dtype(dtype))
                 if not (info.min <= min(values) and max(values) <= info.max):
@@ -241,7 +248,7 @@ class Signature:
             return data
         if isinstance(data, Mapping):
             try:
-                return pd.DataFrame({str(k): list(v) if not np.isscalar(v) else [v] for k, v in data.items()})
+                return pd.DataFrame({str(k): _column_values(v) for k, v in data.items()})
             except ValueError as exc:
                 raise SchemaError([f"columns have different lengths ({exc})"]) from None
         if isinstance(data, np.ndarray) or (
@@ -285,7 +292,12 @@ class Signature:
         target = np.dtype(spec.dtype)
         if array.dtype == target:
             return array
-        if array.dtype.kind in "biuf" and target.kind in "fiu" and np.can_cast(array.dtype, target, "same_kind"):
+        if (
+            array.dtype.kind in "biuf"
+            and target.kind in "fiu"
+            and np.can_cast(array.dtype, target, "same_kind")
+            and _fits(array, target)
+        ):
             return array.astype(target)
         flat = array.reshape(len(array), -1) if len(array) else array
         for row_index, row in enumerate(flat):
@@ -300,6 +312,38 @@ class Signature:
 
 
 # ---------------------------------------------------------------------- helpers
+def _column_values(value: Any) -> list[Any]:
+    """One column of a dict of columns: the values of a sequence, array or other iterable; anything else
+    (a string, a number, ``None``, an object) is one value, a column of one row.
+
+    >>> _column_values((1, 2)), _column_values(range(2)), _column_values("ab"), _column_values(None)
+    ([1, 2], [0, 1], ['ab'], [None])
+    """
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return [value.item()]
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        return [value]
+    return list(value)
+
+
+def _fits(array: np.ndarray[Any, Any], target: np.dtype[Any]) -> bool:
+    """Whether every value of a numeric ``array`` is in the range of ``target`` (a narrower cast would wrap
+    integers around or turn floats into inf; such values are named one by one instead).
+
+    >>> _fits(np.array([1, 300]), np.dtype("int8")), _fits(np.array([1e300]), np.dtype("float32"))
+    (False, False)
+    """
+    if not array.size:
+        return True
+    if target.kind in "iu" and array.dtype.kind in "iu":
+        info = np.iinfo(target)
+        return bool(int(array.min()) >= info.min and int(array.max()) <= info.max)
+    if target.kind == "f" and array.dtype.kind == "f" and target.itemsize < array.dtype.itemsize:
+        finite = np.abs(array[np.isfinite(array)])
+        return bool(not finite.size or finite.max() <= np.finfo(target).max)
+    return True
+
+
 def _dtype_name(series: pd.Series) -> str:
     dtype = series.dtype
     if isinstance(dtype, pd.CategoricalDtype):
@@ -333,28 +377,47 @@ def _describe(value: Any) -> str:
     if isinstance(value, (bool, np.bool_)):
         return f"bool {bool(value)}"
     if isinstance(value, (int, np.integer)):
-        return f"int {int(value)}"
+        number = int(value)
+        if number.bit_length() > 128:  # too long to show (and str() refuses ints of over 4300 digits)
+            return f"int of {math.floor(number.bit_length() * math.log10(2)) + 1} digits"
+        return f"int {number}"
     if isinstance(value, (float, np.floating)):
         return f"float {float(value)!r}"
     return f"{type(value).__name__} {value!r}"[:60]
 
 
 def _value_problem(value: Any, dtype: str) -> str | None:
-    """Describe ``value`` if it cannot be a ``dtype`` value, else ``None``."""
+    """Describe ``value`` if it cannot be a ``dtype`` value, else ``None``.
+
+    Numbers outside the column type's range are named with the range (JSON parsers hand integers above
+    the 64-bit range over as floats, so an integral float is checked against an int column's range too).
+
+    >>> _value_problem(2**63, "int64")
+    'int 9223372036854775808 out of range [-9223372036854775808, 9223372036854775807]'
+    >>> _value_problem(1.8446744073709552e19, "int64")
+    'float 1.8446744073709552e+19 out of range [-9223372036854775808, 9223372036854775807]'
+    >>> _value_problem(1e39, "float32")
+    'float 1e+39 out of range [-3.4028234663852886e+38, 3.4028234663852886e+38]'
+    """
     if dtype in _FLOAT_KINDS:
         if value is None:
             return None
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
             return _describe(value)
+        limit = float(np.finfo(np.dtype(dtype)).max)
+        magnitude = abs(int(value)) if isinstance(value, (int, np.integer)) else abs(float(value))
+        if magnitude > limit and magnitude != math.inf:  # inf is a float value like any other
+            return f"{_describe(value)} out of range [{-limit}, {limit}]"
         return None
     if dtype in _INT_KINDS:
         if isinstance(value, (bool, np.bool_)) or value is None:
             return _describe(value)
-        if isinstance(value, (int, np.integer)):
+        whole = isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer()
+        if isinstance(value, (int, np.integer)) or whole:
             info = np.iinfo(np.dtype(dtype))
-            return None if info.min <= int(value) <= info.max else f"{_describe(value)} out of range"
-        if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
-            return None
+            if info.min <= int(value) <= info.max:
+                return None
+            return f"{_describe(value)} out of range [{info.min}, {info.max}]"
         return _describe(value)
     if dtype == "bool":
         return None if isinstance(value, (bool, np.bool_)) else _describe(value)
@@ -372,7 +435,13 @@ def _convert_column(series: pd.Series, spec: ColumnSpec, problems: list[str], fi
     # Fast paths: the column already has a compatible dtype.
     numeric = pd.api.types.is_float_dtype(kind) or pd.api.types.is_integer_dtype(kind)
     if dtype in _FLOAT_KINDS and numeric and not pd.api.types.is_bool_dtype(kind):
-        return series.to_numpy(dtype=dtype, na_value=np.nan)
+        if dtype == "float64":
+            return series.to_numpy(dtype=dtype, na_value=np.nan)
+        try:  # a narrower float: a value out of its range goes to the slow path, which names it
+            with np.errstate(over="raise"):
+                return series.to_numpy(dtype=dtype, na_value=np.nan)
+        except FloatingPointError:
+            pass
     if dtype in _INT_KINDS and pd.api.types.is_integer_dtype(kind) and not series.hasnans:
         values = series.to_numpy()
         info = np.iinfo(np.dtype(dtype))
@@ -381,9 +450,10 @@ def _convert_column(series: pd.Series, spec: ColumnSpec, problems: list[str], fi
     if dtype == "bool" and pd.api.types.is_bool_dtype(kind) and not series.hasnans:
         return series.to_numpy(dtype=bool)
     if dtype == "datetime64[ns]":
-        try:
-            return pd.to_datetime(series).to_numpy()
-        except (ValueError, TypeError):
+        try:  # numbers are nanoseconds since 1970: inf, NaN or one past the datetime64 range is refused
+            with np.errstate(invalid="raise", over="raise"):
+                return pd.to_datetime(series).to_numpy()
+        except (ValueError, TypeError, OverflowError, FloatingPointError):
             problems.append(f"column {spec.name!r}: expected a date-time, got values that do not parse as one")
             return None
     if dtype in ("string", "category") and (

@@ -38,6 +38,10 @@ DTYPES: dict[str, np.dtype[Any]] = {
 }
 """Every V2 datatype this server takes and gives, with the numpy dtype its values have here."""
 
+MAX_DIMENSIONS = 32
+MAX_ELEMENTS = 2**48
+"""Tensor shapes this server takes: far beyond any body it reads, within what numpy can index."""
+
 _V2_OF = {dtype.name: name for name, dtype in DTYPES.items() if name != "BYTES"}
 _JSON_TYPES: dict[str, tuple[type, ...]] = {"BOOL": (bool,), "BYTES": (str,)}
 _JSON_TYPES.update({n: (int,) for n in DTYPES if n.startswith(("INT", "UINT"))})
@@ -83,7 +87,7 @@ def checked_datatype(name: str, datatype: Any) -> str:
     ...
     shipyard.errors.InvalidInput: input 'x': unknown or unsupported datatype 'FLOAT'; use one of BOOL, INT8, ...
     """
-    if datatype not in DTYPES:
+    if not isinstance(datatype, str) or datatype not in DTYPES:
         raise InvalidInput(
             f"input {name!r}: unknown or unsupported datatype {datatype!r}; use one of {', '.join(DTYPES)}"
         )
@@ -99,9 +103,19 @@ def checked_shape(name: str, shape: Any) -> tuple[int, ...]:
     Traceback (most recent call last):
     ...
     shipyard.errors.InvalidInput: input 'x': shape must be an array of non-negative integers, got [2, -1]
+    >>> checked_shape("x", [0, 2**62, 2**62])
+    Traceback (most recent call last):
+    ...
+    shipyard.errors.InvalidInput: input 'x': shape [0, 4611686018427387904, 4611686018427387904] is too large; ...
     """
     if not isinstance(shape, (list, tuple)) or any(type(d) is not int or d < 0 for d in shape):
         raise InvalidInput(f"input {name!r}: shape must be an array of non-negative integers, got {shape!r}")
+    if len(shape) > MAX_DIMENSIONS or math.prod(d for d in shape if d) > MAX_ELEMENTS:
+        # an empty tensor may name any other dimension; numpy cannot hold such a shape even without values
+        raise InvalidInput(
+            f"input {name!r}: shape {list(shape)!r} is too large; a tensor has at most {MAX_DIMENSIONS} "
+            f"dimensions and {MAX_ELEMENTS} values"
+        )
     return tuple(shape)
 
 
