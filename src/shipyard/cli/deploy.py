@@ -348,10 +348,7 @@ def _prepare(service: ModelService, name: str, spec: DeploymentSpec) -> tuple[De
     return spec, revision, ""
 
 
-def rollback_deployment(service: ModelService, name: str) -> bool:
-    """Roll back ``name``'s deployment if it has a history (printing the result); False if it has none."""
-    if not service.deployment_history(name):
-        return False
+def rollback_deployment(service: ModelService, name: str, *, prefix: str = "") -> None:
+    """Roll back ``name``'s deployment and print the result after ``prefix`` (what was undone)."""
     state = service.rollback_deployment(name)
-    say(f"{name}: revision {state.revision}: rolled back to: {state.describe()}")
-    return True
+    say(f"{prefix}{name}: revision {state.revision}: rolled back to: {state.describe()}")
