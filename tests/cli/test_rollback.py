@@ -20,7 +20,7 @@ SHIPYARD = str(Path(sys.executable).parent / "shipyard")
 
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_") or k == "SHIPYARD_REGISTRY_URL"}
     env.update(SHIPYARD_HOME=str(home), SHIPYARD_USER="tester", COLUMNS="200", NO_COLOR="1")
     return subprocess.run([SHIPYARD, *args], env=env, capture_output=True, text=True, timeout=120)
 
@@ -32,7 +32,8 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def test_rollback_undoes_the_alias_move_that_broke_clients(home: Path) -> None:
+def test_rollback_undoes_the_alias_move_that_broke_clients(home: Path, backend: str) -> None:
+    """On SQLite and on PostgreSQL (the order of changes comes from two tables' timestamps)."""
     from shipyard.app import build_service
     from shipyard.config import Settings
     from shipyard.rollouts.spec import DeploymentSpec, Variant
@@ -41,7 +42,7 @@ def test_rollback_undoes_the_alias_move_that_broke_clients(home: Path) -> None:
     X = pd.DataFrame({"a": rng.normal(size=40), "b": rng.normal(size=40)})
     y = (X["a"] > 0).astype(int)
     wide = X.assign(channel=rng.integers(0, 3, 40).astype("float64"))
-    service = build_service(Settings(home=home, user="sdk"))
+    service = build_service(Settings(home=home, user="sdk"))  # SHIPYARD_REGISTRY_URL on PostgreSQL
     for c in (1.0, 2.0):
         service.register(LogisticRegression(C=c).fit(X, y), "fraud", X=X)
     service.register(LogisticRegression().fit(wide, y), "fraud", X=wide)
