@@ -237,10 +237,11 @@ class Signature:
             kinds = set(map(type, values))
             dtype = spec.dtype
             if dtype in _FLOAT_KINDS and kinds <= {float, int}:
-                array = np.array(values, dtype=dtype)
-                if not spec.nullable and float in kinds and np.isnan(array).any():
-                    return None  # the general path names the missing cells
-                columns[spec.name] = array
+                if not spec.nullable and float in kinds:
+                    total = sum(values)  # NaN if a value is NaN (or inf and -inf: the general path sorts it out)
+                    if total != total:
+                        return None  # the general path names the missing cells
+                columns[spec.name] = np.array(values, dtype=dtype)
             elif dtype in _INT_KINDS and kinds == {int}:
                 info = np.iinfo(np.dtype(dtype))
                 if not (info.min <= min(values) and max(values) <= info.max):
