@@ -180,6 +180,22 @@ class Signature:
             return self.block(out, len(frame))
         return self.frame(out, len(frame))
 
+    def missing(self, frame: pd.DataFrame, first_row: int = 0) -> dict[int, str]:
+        """The positions of the rows of ``frame`` with a missing value in a column that may not have one, each
+        with the message validation gives for it (the first such column of the row); found without a row loop.
+
+        >>> sig = Signature.infer(pd.DataFrame({"a": [1.0], "b": [None]}))
+        >>> sig.missing(pd.DataFrame({"a": [1.0, None], "b": [None, 2.0]}), first_row=10)
+        {1: "column 'a' row 11 is missing; the model was trained without missing values there"}
+        """
+        found: dict[int, str] = {}
+        for spec in self.inputs:
+            if spec.nullable or spec.name not in frame.columns:
+                continue
+            for position in np.flatnonzero(frame[spec.name].isna().to_numpy()):
+                found.setdefault(int(position), _missing_message(spec, first_row + int(position)))
+        return found
+
     @property
     def all_float(self) -> bool:
         """Whether there are input columns and every one is a float64 (such rows fit one float array)."""
@@ -384,6 +400,10 @@ def _value_problem(value: Any, dtype: str) -> str | None:
     return None
 
 
+def _missing_message(spec: ColumnSpec, row: int) -> str:
+    return f"column {spec.name!r} row {row} is missing; the model was trained without missing values there"
+
+
 def _missing_problems(values: Any, spec: ColumnSpec, problems: list[str], first_row: int) -> None:
     """Append a message per missing value (bounded) of a converted column that may not have any."""
     missing = pd.isna(values)
@@ -391,10 +411,7 @@ def _missing_problems(values: Any, spec: ColumnSpec, problems: list[str], first_
         return
     before = len(problems)
     for row in np.flatnonzero(missing):
-        problems.append(
-            f"column {spec.name!r} row {first_row + int(row)} is missing; "
-            "the model was trained without missing values there"
-        )
+        problems.append(_missing_message(spec, first_row + int(row)))
         if len(problems) - before >= 3 or len(problems) >= _MAX_SHOWN:
             break
 

@@ -151,3 +151,29 @@ def test_batch_rejects_and_compare_name_the_missing_cells(home: Path, tmp_path: 
     assert f"not scored: row 3: accounts:1: {MISSING}" in compare.stdout
     assert "rows not scored" in compare.stdout and "PASS:" in compare.stdout
     assert "of 38 rows" in compare.stdout and "(2 rows neither model could score left out)" in compare.stdout
+
+
+def test_compare_counts_rows_one_model_refuses_and_fails_the_verdict(home: Path) -> None:
+    from shipyard.evaluation.compare import compare
+
+    service = shipyard.connect()
+    X, y = accounts(120)
+    strict = make_pipeline(
+        ColumnTransformer([("num", StandardScaler(), ["balance", "age"]), ("cat", OneHotEncoder(), ["channel"])]),
+        LogisticRegression(),
+    )
+    service.register(strict.fit(X, y), "accounts", X=X, y=y)  # refuses an unknown channel
+    service.register(pipeline().fit(X, y), "accounts", X=X, y=y)  # ignores it
+    data = X.head(50).copy()
+    data.loc[7, "balance"] = np.nan  # both refuse
+    data.loc[31, "channel"] = "phone"  # only version 1 refuses
+    result = compare(service, "accounts:1", "accounts:2", data, chunk_rows=40, atol=1.0, min_agreement=0.0)
+    assert (result.rows, result.unscored) == (48, 2)
+    assert [(r.row, r.reason_a is not None, r.reason_b is not None) for r in result.unscored_rows] == [
+        (7, True, True),
+        (31, True, False),
+    ]
+    assert result.unscored_rows[0].reason_b == MISSING.replace("row 3", "row 7")
+    assert "phone" in (result.unscored_rows[1].reason_a or "")
+    assert result.reasons == ("accounts:1 could not score 1 row that the other model scored",)
+    service.store.close()

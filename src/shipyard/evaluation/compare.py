@@ -313,16 +313,34 @@ def _score(model: Model, chunk: pd.DataFrame, features: list[str], first_row: in
 
 
 def _refused(model: Model, chunk: pd.DataFrame, features: list[str], first_row: int) -> dict[int, str]:
-    """The positions of the rows of ``chunk`` that ``model`` cannot score, with the reason, found by halving.
+    """The positions of the rows of ``chunk`` that ``model`` cannot score, with the reason.
 
-    Only called for a chunk the model refused as a whole; a chunk refused as a whole although each of its
-    rows can be scored on its own refuses every row.
+    Only called for a chunk the model refused as a whole. Rows with a missing value where the signature allows
+    none are found at once; the others by halving (:func:`_search`).
+    """
+    signature = model.signature
+    missing = signature.missing(chunk, first_row) if signature is not None and signature.tensor is None else {}
+    positions = np.arange(len(chunk))
+    part = chunk
+    if missing:
+        positions = np.setdiff1d(positions, np.fromiter(missing, dtype=np.intp))
+        part = chunk.iloc[positions].reset_index(drop=True)
+        if not len(part) or not isinstance(_score(model, part, features, first_row), str):
+            return missing
+    found = _search(model, part, features, first_row + positions)
+    return {**missing, **{int(positions[p]): reason for p, reason in found.items()}}
+
+
+def _search(model: Model, part: pd.DataFrame, features: list[str], numbers: np.ndarray[Any, Any]) -> dict[int, str]:
+    """The positions of the rows of ``part`` (the data's rows ``numbers``) that ``model`` refuses, by halving.
+
+    ``part`` as a whole is known to be refused; if no single row is, every row is refused with the whole's reason.
     """
     refused: dict[int, str] = {}
-    stack = [(0, len(chunk))]
+    stack = [(0, len(part))]
     while stack:
         lo, hi = stack.pop()
-        answer = _score(model, chunk.iloc[lo:hi], features, first_row + lo)
+        answer = _score(model, part.iloc[lo:hi], features, int(numbers[lo]))
         if not isinstance(answer, str):
             continue
         if hi - lo == 1:
@@ -331,8 +349,8 @@ def _refused(model: Model, chunk: pd.DataFrame, features: list[str], first_row: 
         mid = (lo + hi) // 2
         stack += [(mid, hi), (lo, mid)]
     if not refused:
-        answer = _score(model, chunk, features, first_row)
-        refused = dict.fromkeys(range(len(chunk)), answer if isinstance(answer, str) else "refused with other rows")
+        answer = _score(model, part, features, int(numbers[0]))
+        refused = dict.fromkeys(range(len(part)), answer if isinstance(answer, str) else "refused with other rows")
     return refused
 
 
