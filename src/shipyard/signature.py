@@ -34,13 +34,25 @@ _MAX_SHOWN = 10
 
 @dataclass(frozen=True, slots=True)
 class ColumnSpec:
-    """One named input or output column and its dtype (``float64``, ``int64``, ``bool``, ``string``, ...)."""
+    """One named input or output column and its dtype (``float64``, ``int64``, ``bool``, ``string``, ...).
+
+    ``nullable`` says whether an input may be missing (``None``/NaN/NaT): inferred from the training
+    data, where any missing value makes the column nullable. Signatures stored before this was recorded
+    have no such key and load as nullable, so validation accepts exactly what it accepted then.
+    """
 
     name: str
     dtype: str
+    nullable: bool = True
 
-    def to_dict(self) -> dict[str, str]:
-        return {"name": self.name, "dtype": self.dtype}
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form: name, dtype and nullable."""
+        return {"name": self.name, "dtype": self.dtype, "nullable": self.nullable}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ColumnSpec:
+        """Rebuild a column from :meth:`to_dict` output (a missing ``nullable`` reads as true)."""
+        return cls(str(data["name"]), str(data["dtype"]), bool(data.get("nullable", True)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +93,8 @@ class Signature:
         """
         outputs = _infer_outputs(y)
         if isinstance(X, pd.DataFrame):
-            return cls(inputs=tuple(ColumnSpec(str(c), _dtype_name(X[c])) for c in X.columns), outputs=outputs)
+            inputs = tuple(ColumnSpec(str(c), _dtype_name(X[c]), bool(X[c].isna().any())) for c in X.columns)
+            return cls(inputs=inputs, outputs=outputs)
         if isinstance(X, Mapping):
             return cls.infer(pd.DataFrame(dict(X)), y)
         array = np.asarray(X)
@@ -92,8 +105,8 @@ class Signature:
         return cls(tensor=TensorSpec(array.dtype.name, (None, *array.shape[1:])), outputs=outputs)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready form, stored with the model version."""
-        data: dict[str, Any] = {"outputs": [c.to_dict() for c in self.outputs]}
+        """A JSON-ready form, stored with the model version (outputs carry no ``nullable``)."""
+        data: dict[str, Any] = {"outputs": [{"name": c.name, "dtype": c.dtype} for c in self.outputs]}
         if self.tensor is not None:
             data["tensor"] = self.tensor.to_dict()
         else:
@@ -105,7 +118,7 @@ class Signature:
         """Rebuild a signature from :meth:`to_dict` output."""
         tensor = data.get("tensor")
         return cls(
-            inputs=tuple(ColumnSpec(c["name"], c["dtype"]) for c in data.get("inputs", [])),
+            inputs=tuple(ColumnSpec.from_dict(c) for c in data.get("inputs", [])),
             tensor=TensorSpec(tensor["dtype"], tuple(tensor["shape"])) if tensor else None,
             outputs=tuple(ColumnSpec(c["name"], c["dtype"]) for c in data.get("outputs", [])),
         )
@@ -156,6 +169,8 @@ class Signature:
         for spec in self.inputs:
             converted = _convert_column(frame[spec.name], spec, problems, first_row)
             if converted is not None:
+                if not spec.nullable:
+                    _missing_problems(converted, spec, problems, first_row)
                 out[spec.name] = converted
             if len(problems) >= _MAX_SHOWN:
                 break
@@ -164,6 +179,22 @@ class Signature:
         if as_array and self.all_float:
             return self.block(out, len(frame))
         return self.frame(out, len(frame))
+
+    def missing(self, frame: pd.DataFrame, first_row: int = 0) -> dict[int, str]:
+        """The positions of the rows of ``frame`` with a missing value in a column that may not have one, each
+        with the message validation gives for it (the first such column of the row); found without a row loop.
+
+        >>> sig = Signature.infer(pd.DataFrame({"a": [1.0], "b": [None]}))
+        >>> sig.missing(pd.DataFrame({"a": [1.0, None], "b": [None, 2.0]}), first_row=10)
+        {1: "column 'a' row 11 is missing; the model was trained without missing values there"}
+        """
+        found: dict[int, str] = {}
+        for spec in self.inputs:
+            if spec.nullable or spec.name not in frame.columns:
+                continue
+            for position in np.flatnonzero(frame[spec.name].isna().to_numpy()):
+                found.setdefault(int(position), _missing_message(spec, first_row + int(position)))
+        return found
 
     @property
     def all_float(self) -> bool:
@@ -223,6 +254,10 @@ class Signature:
             dtype = spec.dtype
             if dtype in _FLOAT_KINDS and kinds <= {float, int}:
                 try:  # a value out of the column's range goes to the general path, which names it
+                    if not spec.nullable and float in kinds:
+                        total = sum(values)  # NaN if a value is NaN (or inf and -inf: the general path sorts it out)
+                        if total != total:
+                            return None  # the general path names the missing cells
                     if dtype == "float64":  # only an int above 1.8e308 can overflow: OverflowError
                         columns[spec.name] = np.array(values, dtype=dtype)
                     else:
@@ -426,6 +461,22 @@ def _value_problem(value: Any, dtype: str) -> str | None:
             return None
         return _describe(value)
     return None
+
+
+def _missing_message(spec: ColumnSpec, row: int) -> str:
+    return f"column {spec.name!r} row {row} is missing; the model was trained without missing values there"
+
+
+def _missing_problems(values: Any, spec: ColumnSpec, problems: list[str], first_row: int) -> None:
+    """Append a message per missing value (bounded) of a converted column that may not have any."""
+    missing = pd.isna(values)
+    if not missing.any():
+        return
+    before = len(problems)
+    for row in np.flatnonzero(missing):
+        problems.append(_missing_message(spec, first_row + int(row)))
+        if len(problems) - before >= 3 or len(problems) >= _MAX_SHOWN:
+            break
 
 
 def _convert_column(series: pd.Series, spec: ColumnSpec, problems: list[str], first_row: int = 0) -> Any:

@@ -347,7 +347,8 @@ def test_alias_set_history_rollback(home: Path) -> None:
         assert text in show.ok().out, text
     assert "production" in aliases.ok().out
     assert "staging" in aliases.out
-    assert rolled.ok().out == "toy@production: 2 -> 1\n"
+    assert rolled.ok().out.startswith("undid: alias production moved 1 -> 2 by tester at ")
+    assert rolled.out.endswith("; toy@production: 2 -> 1\n")
 
     again, history, deleted = run_many(
         home,

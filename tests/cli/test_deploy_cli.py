@@ -143,9 +143,13 @@ def test_deploy_show_history_and_rollback(home: Path) -> None:
         (1, "pinned to version 4"), (2, "A/B 3:90, 4:10 (sticky customer_id)"),
         (3, canary.out.split(": ", 2)[2].strip())]
 
-    assert run(home, "rollback", "fraud").ok().out == (
-        "fraud: revision 4: rolled back to: A/B 3:90, 4:10 (sticky customer_id)\n")
-    assert run(home, "rollback", "fraud").ok().out == "fraud: revision 5: rolled back to: pinned to version 4\n"
+    undid_canary = run(home, "rollback", "fraud").ok().out
+    assert undid_canary.startswith("undid: deployment revision 3 (canary 4 over 3 at 5% ")
+    assert " by tester at " in undid_canary
+    assert undid_canary.endswith("; fraud: revision 4: rolled back to: A/B 3:90, 4:10 (sticky customer_id)\n")
+    undid_ab = run(home, "rollback", "fraud").ok().out
+    assert undid_ab.startswith("undid: deployment revision 2 (A/B 3:90, 4:10 (sticky customer_id)) by tester at ")
+    assert undid_ab.endswith("; fraud: revision 5: rolled back to: pinned to version 4\n")
     shadow = run(home, "deploy", "fraud", "--shadow", "2", "--sample", "0.5").ok()
     assert shadow.out == "fraud: revision 6: version 4, shadow 2 (50% of requests)\n"  # primary: the version served now
     with_primary = run(home, "deploy", "fraud", "--shadow", "4", "--version", "3").ok()

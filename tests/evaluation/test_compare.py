@@ -295,10 +295,14 @@ def test_bad_input_is_refused_with_a_clear_error(
         compare(service, "fraud:1", "fraud:2", holdout.assign(hour=holdout["hour"].astype(str)))
     with_nan = holdout.copy()
     with_nan.loc[1234, "score"] = np.nan
-    with pytest.raises(
-        PredictionFailed, match=r"fraud:1 could not score rows 1200-1299 of the data: ValueError: .*NaN"
-    ):
-        compare(service, "fraud:1", "fraud:2", with_nan, chunk_rows=100)
+    partial = compare(service, "fraud:1", "fraud:2", with_nan, chunk_rows=100)  # the other rows are compared
+    assert (partial.rows, partial.unscored) == (len(holdout) - 1, 1)
+    assert [(r.row, r.reason_a == r.reason_b) for r in partial.unscored_rows] == [(1234, True)]
+    assert partial.unscored_rows[0].reason_a == (
+        "column 'score' row 1234 is missing; the model was trained without missing values there"
+    )
+    with pytest.raises(PredictionFailed, match=r"no row of <DataFrame> could be scored by both models \(3 rows"):
+        compare(service, "fraud:1", "fraud:2", with_nan.iloc[:3].assign(score=np.nan))
     with pytest.raises(InvalidInput, match="has no rows"):
         compare(service, "fraud:1", "fraud:2", holdout.iloc[:0])
     with pytest.raises(InvalidInput, match="atol must be"):

@@ -25,10 +25,13 @@ def _frame(n: int = 50, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
     return X, (X["amount"] > 0).astype(int).to_numpy()
 
 
-def _register(service: shipyard.ModelService, name: str = "fraud-online") -> None:
+def _register(service: shipyard.ModelService, name: str = "fraud-online", *, missing_allowed: bool = False) -> None:
     X, y = _frame()
     model = make_pipeline(StandardScaler(), SGDClassifier(loss="log_loss", random_state=0)).fit(X, y)
-    service.register(model, name, X=X, y=y, online=True)
+    declared = X.copy()
+    if missing_allowed:  # the signature lets every column be missing (the model was fitted without)
+        declared.iloc[0] = np.nan
+    service.register(model, name, X=declared, y=y, online=True)
 
 
 def test_online_registration_points_production_at_the_base(service: shipyard.ModelService) -> None:
@@ -133,8 +136,11 @@ def test_events_round_trip_exactly_and_the_learner_sees_what_validation_gives(
     from shipyard.online.learner import _numeric_frame
     from shipyard.signature import Signature
 
-    _register(service, "roundtrip")
+    _register(service, "roundtrip", missing_allowed=True)
+    _register(service, "strict")
     store = OnlineStore(service)
+    with pytest.raises(SchemaError, match="column 'amount' row 0 is missing; the model was trained without"):
+        store.append("strict", [FeedbackEvent({"amount": None, "hour": 1.0}, 0)])
     rows: list[dict[str, float]] = [
         {"amount": 0.1, "hour": 3}, {"hour": -2.5, "amount": 1e-300}, {"amount": 7, "hour": 1.0},
     ]

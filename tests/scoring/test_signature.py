@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -78,8 +79,11 @@ def test_rows_that_are_not_plain_still_get_the_general_paths_messages(row: dict[
 
 
 def test_missing_values_and_extra_columns_take_the_general_path() -> None:
-    signature = Signature.infer(TRAINING)
+    trained = Signature.infer(TRAINING)  # no missing values in training: none are accepted
     base = {"amount": None, "ratio": 0.5, "hour": 3, "small": 1, "foreign": True, "channel": None}
+    with pytest.raises(SchemaError, match=r"column 'amount' row 0 is missing; .*column 'channel' row 0 is missing"):
+        trained.validate([base])
+    signature = Signature(inputs=tuple(replace(c, nullable=c.name in ("amount", "channel")) for c in trained.inputs))
     frame = signature.validate([base])
     assert isinstance(frame, pd.DataFrame)
     assert np.isnan(frame.loc[0, "amount"]) and frame.loc[0, "channel"] is None

@@ -93,9 +93,9 @@ def test_readme_flow(home: Path, fraud_data: tuple[pd.DataFrame, pd.Series]) -> 
     assert stored.tags == {"team": "risk"}
     assert stored.signature == {
         "inputs": [
-            {"name": "amount", "dtype": "float64"},
-            {"name": "merchant_id", "dtype": "int64"},
-            {"name": "hour", "dtype": "int64"},
+            {"name": "amount", "dtype": "float64", "nullable": False},
+            {"name": "merchant_id", "dtype": "int64", "nullable": False},
+            {"name": "hour", "dtype": "int64", "nullable": False},
         ],
         "outputs": [{"name": "is_fraud", "dtype": "int64"}],
     }

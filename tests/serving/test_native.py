@@ -86,7 +86,7 @@ def test_client_errors_limits_and_docs(start_server: Callable[..., Any], fraud_m
     assert described["served_version"] == 1
     assert described["aliases"] == {"production": 1}
     assert [v["version"] for v in described["versions"]] == [2, 1]
-    assert described["signature"]["inputs"][0] == {"name": "amount", "dtype": "float64"}
+    assert described["signature"]["inputs"][0] == {"name": "amount", "dtype": "float64", "nullable": False}
     assert server.client.get("/healthz").json() == {"status": "ok"}
     assert "/v1/models/{name}/predict" in server.client.get("/openapi.json").json()["paths"]
     assert server.client.get("/docs").status_code == 200

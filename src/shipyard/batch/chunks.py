@@ -248,8 +248,11 @@ def arrow_features(signature: Signature, columns: Sequence[pa.ChunkedArray], nam
     if [spec.name for spec in signature.inputs] != list(names):  # validate orders columns as the signature does
         return None
     wanted = [spec.dtype for spec in signature.inputs]
-    for dtype, column, have in zip(wanted, columns, dtypes, strict=True):
+    for column_spec, column, have in zip(signature.inputs, columns, dtypes, strict=True):
+        dtype = column_spec.dtype
         if dtype in ("float32", "float64"):
+            if not column_spec.nullable and have.kind == "f" and pc.any(pc.is_nan(column)).as_py():
+                return None  # NaN is missing there: the pandas path rejects those rows
             continue
         if dtype not in _INT_KINDS or have.kind not in "iu" or not _fits(column, np.dtype(dtype)):
             return None

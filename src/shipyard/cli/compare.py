@@ -216,6 +216,12 @@ def show(result: Comparison) -> None:
         out.print(_disagreements(result))
     for note in result.notes:
         say(f"note: {note}")
+    for row in result.unscored_rows:
+        for ref, reason in ((result.ref_a, row.reason_a), (result.ref_b, row.reason_b)):
+            if reason is not None:
+                say(f"not scored: row {row.row}: {ref}: {reason}")
+    if result.unscored > len(result.unscored_rows):
+        say(f"not scored: ... {result.unscored - len(result.unscored_rows):,} more rows (--json lists the first)")
     say(verdict_line(result))
 
 
@@ -227,6 +233,8 @@ def verdict_line(result: Comparison) -> str:
     line = f"PASS: {what} on {result.agreement:.2%} of {result.rows:,} rows"
     if result.max_abs_diff is not None:
         line += f", max absolute difference {result.max_abs_diff:.3g} <= atol {result.atol:g}"
+    if result.unscored:
+        line += f" ({_rows(result.unscored)} neither model could score left out)"
     return line
 
 
@@ -240,6 +248,7 @@ def _summary(result: Comparison) -> Any:
         ("data", result.data),
         ("task", result.task),
         ("rows", f"{result.rows:,}"),
+        *([("rows not scored", f"{result.unscored:,} (left out of every figure)")] if result.unscored else []),
         (agreement, f"{result.agreement:.6g} ({_rows(result.disagreements)} differ)"),
         (f"max abs {diff} diff", _number(result.max_abs_diff)),
         (f"mean abs {diff} diff", _number(result.mean_abs_diff)),

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from shipyard.cli.common import get_service
-from shipyard.cli.output import cell, console, number, say, table, when
-from shipyard.errors import Conflict, InvalidInput, ShipyardError
+from shipyard.cli.output import cell, console, number, print_error, say, table, when
+from shipyard.errors import Conflict, InvalidInput
 
 if TYPE_CHECKING:
     from shipyard.registry import DeploymentState
@@ -284,25 +284,31 @@ def apply(
     risk: {version: 7}
     legacy: {alias: production}
 
-    The whole file is checked (syntax, models, versions) before anything is written; each changed model is
-    then one recorded change (action 'apply'), and models whose deployment already matches are left alone.
+    The whole file is checked (syntax, models, versions) before anything is written, and every problem is
+    reported, one line each (exit code 1); each changed model is then one recorded change (action 'apply'),
+    and models whose deployment already matches are left alone.
     """
-    from shipyard.rollouts.declarative import parse_deployments
+    from shipyard.rollouts.declarative import check_deployments
 
     data = _read_file(path)
-    specs = parse_deployments(data)
     service = get_service()
     plan: list[tuple[str, DeploymentSpec, int]] = []
-    for name, spec in specs.items():
-        try:
-            resolved, revision, unchanged = _prepare(service, name, spec)
-        except ShipyardError as exc:
-            exc.message = f"deployment of {name!r}: {exc.message}"
-            raise
+    unchanged_lines: list[str] = []
+
+    def verify(name: str, spec: DeploymentSpec) -> None:
+        resolved, revision, unchanged = _prepare(service, name, spec)
         if unchanged:
-            say(f"{name}: unchanged (revision {revision}: {unchanged})")
+            unchanged_lines.append(f"{name}: unchanged (revision {revision}: {unchanged})")
         else:
             plan.append((name, resolved, revision))
+
+    _, problems = check_deployments(data, verify)
+    if problems:  # every problem of the file at once, one line each; nothing is written
+        for problem in problems:
+            print_error(problem)
+        raise typer.Exit(1)
+    for line in unchanged_lines:
+        say(line)
     for name, resolved, revision in plan:
         state = service.deploy(name, resolved, action="apply", reason=reason, expected_revision=revision)
         say(f"{name}: revision {state.revision}: {state.describe()}")
@@ -348,10 +354,7 @@ def _prepare(service: ModelService, name: str, spec: DeploymentSpec) -> tuple[De
     return spec, revision, ""
 
 
-def rollback_deployment(service: ModelService, name: str) -> bool:
-    """Roll back ``name``'s deployment if it has a history (printing the result); False if it has none."""
-    if not service.deployment_history(name):
-        return False
+def rollback_deployment(service: ModelService, name: str, *, prefix: str = "") -> None:
+    """Roll back ``name``'s deployment and print the result after ``prefix`` (what was undone)."""
     state = service.rollback_deployment(name)
-    say(f"{name}: revision {state.revision}: rolled back to: {state.describe()}")
-    return True
+    say(f"{prefix}{name}: revision {state.revision}: rolled back to: {state.describe()}")

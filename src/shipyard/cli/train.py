@@ -14,6 +14,9 @@ import typer
 from shipyard.cli.common import get_service
 from shipyard.cli.output import cell, console, err_console, number, say, table
 
+PROMOTION_REFUSED = 3
+"""Exit code of ``shipyard train --promote`` when the new version is not good enough to move the alias."""
+
 if TYPE_CHECKING:
     from rich.table import Table
 
@@ -30,7 +33,8 @@ def train(
             "--promote",
             metavar="ALIAS",
             help="Move ALIAS (e.g. production) to the new version if it is at least as good as the current one "
-            "on the same holdout (first metric).",
+            "on the same holdout (first metric); exit code 3 when it is not (the version is registered, the "
+            "alias stays).",
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="With --promote: move the alias even if worse.")] = False,
@@ -39,7 +43,7 @@ def train(
         typer.Option(
             "--incremental",
             help="Continue training an existing version with partial_fit on the data it has not seen "
-            "(data.incremental in the spec says how to find it).",
+            "(data.incremental in the spec says how to find it); with no new data, says 'nothing new' and exits 0.",
         ),
     ] = False,
     from_ref: Annotated[
@@ -52,9 +56,14 @@ def train(
         ),
     ] = None,
 ) -> None:
-    """Train the model SPEC describes, register it as a new version, and compare it with the current one."""
+    """Train the model SPEC describes, register it as a new version, and compare it with the current one.
+
+    Exit codes: 0 done (also --incremental with nothing new: nothing is registered), 1 error, 3 --promote
+    refused to move the alias because the new version is worse (it is registered all the same).
+    """
     from shipyard.errors import InvalidInput
     from shipyard.training import train as run_training
+    from shipyard.training.errors import NoNewData
 
     if force and promote is None:
         raise InvalidInput("--force only applies with --promote ALIAS")
@@ -65,11 +74,17 @@ def train(
     def progress(line: str) -> None:
         status.print(line, markup=False, highlight=False, soft_wrap=True, style="dim")
 
-    result = run_training(
-        spec, promote=promote, force=force, incremental=incremental, from_ref=from_ref,
-        service=get_service(), progress=progress,
-    )
+    try:
+        result = run_training(
+            spec, promote=promote, force=force, incremental=incremental, from_ref=from_ref,
+            service=get_service(), progress=progress,
+        )
+    except NoNewData as exc:  # not a failure: a scheduled run found nothing to learn from
+        say(f"nothing new: {exc.message}")
+        return
     show_result(result)
+    if result.promotion is not None and not result.promotion.moved:
+        raise typer.Exit(PROMOTION_REFUSED)
 
 
 def show_result(result: TrainResult) -> None:

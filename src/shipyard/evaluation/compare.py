@@ -10,8 +10,11 @@ XGBoost versions, ...), scores the same data with both, chunk by chunk, and repo
 - ``confusion``: how often model A said ``labels[i]`` while model B said ``labels[j]`` (classifiers);
 - ``top``: the rows that disagree most (labels differ first, then the largest difference), with their
   features. A row disagrees when the labels differ or its difference exceeds ``atol``;
-- a verdict: pass when ``agreement >= min_agreement`` and ``max_abs_diff <= atol``; ``reasons`` says which
-  condition failed.
+- ``unscored``: rows that one model or both could not score (a missing value in a column the model was
+  trained without missing values, a category it refuses, ...), left out of every other figure and counted,
+  with the first few and the reason (``unscored_rows``);
+- a verdict: pass when ``agreement >= min_agreement``, ``max_abs_diff <= atol`` and no row is scored by one
+  model but refused by the other; ``reasons`` says which condition failed.
 
 The data is read with :mod:`shipyard.data` in chunks of ``chunk_rows`` rows, so memory stays bounded by a
 few chunks whatever the number of rows: every figure is a running sum, count or maximum, and the
@@ -55,6 +58,7 @@ if TYPE_CHECKING:
     from shipyard.service import ModelService
 
 DEFAULT_CHUNK_ROWS = 100_000
+UNSCORED_SHOWN = 5
 Task = Literal["classification", "regression"]
 
 
@@ -85,12 +89,27 @@ class Disagreement:
 
 
 @dataclass(frozen=True)
+class Unscored:
+    """A row left out of the comparison: ``reason_a``/``reason_b`` say why each model refused it (``None``: it could
+    score the row)."""
+
+    row: int
+    reason_a: str | None
+    reason_b: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {"row": self.row, "reason_a": self.reason_a, "reason_b": self.reason_b}
+
+
+@dataclass(frozen=True)
 class Comparison:
     """What :func:`compare` found. ``passed`` is the verdict; ``reasons`` says why it failed (empty on a pass).
 
     ``confusion[i][j]`` counts the rows where model A answered ``labels[i]`` and model B ``labels[j]``
     (classifiers only; empty for regressors). ``notes`` records what could not be compared (e.g. a model
-    that gives no probabilities).
+    that gives no probabilities). ``unscored`` counts the rows left out because a model could not score them
+    (``rows`` does not include them); ``unscored_rows`` lists the first :data:`UNSCORED_SHOWN` of them.
     """
 
     ref_a: str
@@ -115,6 +134,8 @@ class Comparison:
     notes: tuple[str, ...] = ()
     chunks: int = 0
     seconds: float = 0.0
+    unscored: int = 0
+    unscored_rows: tuple[Unscored, ...] = ()
 
     @property
     def verdict(self) -> Literal["pass", "fail"]:
@@ -147,6 +168,8 @@ class Comparison:
             "notes": list(self.notes),
             "chunks": self.chunks,
             "seconds": self.seconds,
+            "unscored": self.unscored,
+            "unscored_rows": [row.to_dict() for row in self.unscored_rows],
         }
 
 
@@ -187,11 +210,15 @@ def compare(
     for chunk in source.iter_batches(chunk_rows, read):
         chunk = chunk.reset_index(drop=True)
         if len(chunk):
-            scored_a = _score(model_a, chunk, features_a, first)
-            scored_b = _score(model_b, chunk, features_b, first)
-            tally.add(chunk, first, scored_a, scored_b)
+            _score_chunk(tally, chunk, first, features_a, features_b)
         first += len(chunk)
     if tally.rows == 0:
+        if tally.unscored:
+            example = tally.unscored_rows[0]
+            raise PredictionFailed(
+                f"no row of {source.uri} could be scored by both models ({tally.unscored:,} rows refused); "
+                f"row {example.row}: {example.reason_a or example.reason_b}"
+            )
         raise InvalidInput(f"{source.uri} has no rows; there is nothing to compare")
     return tally.result(source.uri, min_agreement, time.perf_counter() - started)
 
@@ -259,17 +286,21 @@ class _Scored:
     proba: np.ndarray[Any, Any] | None
 
 
-def _score(model: Model, chunk: pd.DataFrame, features: list[str], first_row: int) -> _Scored:
-    prepared = model.prepare(chunk[features], first_row=first_row)
+def _score(model: Model, chunk: pd.DataFrame, features: list[str], first_row: int) -> _Scored | str:
+    """Both models' answers to ``chunk``, or why ``model`` could not score it (a line naming the rows)."""
+    try:
+        prepared = model.prepare(chunk[features], first_row=first_row)
+    except SchemaError as exc:
+        return "; ".join(exc.problems)
     try:
         predictions, proba = model.loaded.predict_with_proba(prepared)
+    except InvalidInput as exc:  # e.g. PredictionFailed from a flavor
+        return str(exc)
     except ShipyardError:
         raise
-    except Exception as exc:  # the model refused rows that fit its signature (e.g. NaN for a model without NaN)
-        last = first_row + len(chunk) - 1
-        raise PredictionFailed(
-            f"{model.info.ref} could not score rows {first_row}-{last} of the data: {type(exc).__name__}: {exc}"
-        ) from None
+    except Exception as exc:  # the model refused rows that fit its signature (e.g. an unknown category)
+        text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        return f"{type(exc).__name__}: {text[:200]}"
     predictions = np.asarray(predictions)
     if predictions.ndim == 2 and predictions.shape[1] == 1:
         predictions = predictions.ravel()
@@ -279,6 +310,73 @@ def _score(model: Model, chunk: pd.DataFrame, features: list[str], first_row: in
             "prediction per row can be compared"
         )
     return _Scored(predictions, None if proba is None else np.asarray(proba, dtype=np.float64))
+
+
+def _refused(model: Model, chunk: pd.DataFrame, features: list[str], first_row: int) -> dict[int, str]:
+    """The positions of the rows of ``chunk`` that ``model`` cannot score, with the reason.
+
+    Only called for a chunk the model refused as a whole. Rows with a missing value where the signature allows
+    none are found at once; the others by halving (:func:`_search`).
+    """
+    signature = model.signature
+    missing = signature.missing(chunk, first_row) if signature is not None and signature.tensor is None else {}
+    positions = np.arange(len(chunk))
+    part = chunk
+    if missing:
+        positions = np.setdiff1d(positions, np.fromiter(missing, dtype=np.intp))
+        part = chunk.iloc[positions].reset_index(drop=True)
+        if not len(part) or not isinstance(_score(model, part, features, first_row), str):
+            return missing
+    found = _search(model, part, features, first_row + positions)
+    return {**missing, **{int(positions[p]): reason for p, reason in found.items()}}
+
+
+def _search(model: Model, part: pd.DataFrame, features: list[str], numbers: np.ndarray[Any, Any]) -> dict[int, str]:
+    """The positions of the rows of ``part`` (the data's rows ``numbers``) that ``model`` refuses, by halving.
+
+    ``part`` as a whole is known to be refused; if no single row is, every row is refused with the whole's reason.
+    """
+    refused: dict[int, str] = {}
+    stack = [(0, len(part))]
+    while stack:
+        lo, hi = stack.pop()
+        answer = _score(model, part.iloc[lo:hi], features, int(numbers[lo]))
+        if not isinstance(answer, str):
+            continue
+        if hi - lo == 1:
+            refused[lo] = answer
+            continue
+        mid = (lo + hi) // 2
+        stack += [(mid, hi), (lo, mid)]
+    if not refused:
+        answer = _score(model, part, features, int(numbers[0]))
+        refused = dict.fromkeys(range(len(part)), answer if isinstance(answer, str) else "refused with other rows")
+    return refused
+
+
+def _score_chunk(
+    tally: _Tally, chunk: pd.DataFrame, first_row: int, features_a: list[str], features_b: list[str]
+) -> None:
+    """Score ``chunk`` with both models and add it to ``tally``; rows either model refuses are counted apart."""
+    scored_a = _score(tally.model_a, chunk, features_a, first_row)
+    scored_b = _score(tally.model_b, chunk, features_b, first_row)
+    if not isinstance(scored_a, str) and not isinstance(scored_b, str):
+        tally.add(chunk, np.arange(first_row, first_row + len(chunk)), scored_a, scored_b)
+        return
+    refused_a = _refused(tally.model_a, chunk, features_a, first_row) if isinstance(scored_a, str) else {}
+    refused_b = _refused(tally.model_b, chunk, features_b, first_row) if isinstance(scored_b, str) else {}
+    tally.add_unscored(first_row, refused_a, refused_b)
+    kept = np.setdiff1d(np.arange(len(chunk)), np.fromiter({*refused_a, *refused_b}, dtype=np.intp))
+    if not len(kept):
+        return
+    rest = chunk.iloc[kept].reset_index(drop=True)
+    again_a = _score(tally.model_a, rest, features_a, first_row)
+    again_b = _score(tally.model_b, rest, features_b, first_row)
+    for model, answer in ((tally.model_a, again_a), (tally.model_b, again_b)):
+        if isinstance(answer, str):  # rows each scorable alone but not together: never expected
+            raise PredictionFailed(f"{model.info.ref} could not score rows of the data: {answer}")
+    assert not isinstance(again_a, str) and not isinstance(again_b, str)
+    tally.add(rest, first_row + kept, again_a, again_b)
 
 
 # ---------------------------------------------------------------------- running totals
@@ -301,10 +399,25 @@ class _Tally:
     align: np.ndarray[Any, Any] | None = None  # column order of B's probabilities matching A's classes
     compare_proba: bool = False
     notes: list[str] = field(default_factory=list)
+    unscored: int = 0
+    one_sided: dict[str, int] = field(default_factory=dict)  # rows only this model refused, by its reference
+    unscored_rows: list[Unscored] = field(default_factory=list)
     confusion: Counter[tuple[Any, Any]] = field(default_factory=Counter)
     heap: list[tuple[int, float, int, Disagreement]] = field(default_factory=list)
 
-    def add(self, chunk: pd.DataFrame, first_row: int, a: _Scored, b: _Scored) -> None:
+    def add_unscored(self, first_row: int, refused_a: dict[int, str], refused_b: dict[int, str]) -> None:
+        """Count the rows either model refused (positions in a chunk starting at ``first_row``)."""
+        positions = sorted({*refused_a, *refused_b})
+        self.unscored += len(positions)
+        for model, refused, other in ((self.model_a, refused_a, refused_b), (self.model_b, refused_b, refused_a)):
+            alone = sum(1 for position in refused if position not in other)
+            if alone:
+                self.one_sided[model.info.ref] = self.one_sided.get(model.info.ref, 0) + alone
+        for position in positions[: max(0, UNSCORED_SHOWN - len(self.unscored_rows))]:
+            self.unscored_rows.append(Unscored(first_row + position, refused_a.get(position), refused_b.get(position)))
+
+    def add(self, chunk: pd.DataFrame, numbers: np.ndarray[Any, Any], a: _Scored, b: _Scored) -> None:
+        """Add the answers to ``chunk``, whose rows are the data's rows ``numbers``."""
         if self.task is None:
             self._decide(a, b)
         n = len(chunk)
@@ -325,7 +438,7 @@ class _Tally:
         self.rows += n
         self.chunks += 1
         self.agreeing += int(same.sum())
-        self._keep_worst(chunk, first_row, a, b, ~same, row_diff)
+        self._keep_worst(chunk, numbers, a, b, ~same, row_diff)
 
     def _decide(self, a: _Scored, b: _Scored) -> None:
         """Classifier or regressor, and how to line up the probabilities (once, on the first chunk)."""
@@ -378,7 +491,7 @@ class _Tally:
     def _keep_worst(
         self,
         chunk: pd.DataFrame,
-        first_row: int,
+        numbers: np.ndarray[Any, Any],
         a: _Scored,
         b: _Scored,
         differs: np.ndarray[Any, Any],
@@ -394,11 +507,11 @@ class _Tally:
         size = np.zeros(len(candidates)) if row_diff is None else row_diff[candidates]
         order = np.lexsort((candidates, -size, -differs[candidates].astype(np.int8)))[: self.top]
         for i in candidates[order]:
-            key = (int(differs[i]), float(0.0 if row_diff is None else row_diff[i]), -(first_row + int(i)))
+            key = (int(differs[i]), float(0.0 if row_diff is None else row_diff[i]), -int(numbers[i]))
             if len(self.heap) == self.top and key <= self.heap[0][:3]:
                 continue
             row = Disagreement(
-                row=first_row + int(i),
+                row=int(numbers[i]),
                 prediction_a=_plain(a.predictions[i]),
                 prediction_b=_plain(b.predictions[i]),
                 difference=None if row_diff is None else float(row_diff[i]),
@@ -421,6 +534,9 @@ class _Tally:
         if self.diff_max is not None and not self.diff_max <= self.atol:
             what = "probability" if self.task == "classification" else "prediction"
             reasons.append(f"max absolute {what} difference {self.diff_max:.6g} is above atol {self.atol:g}")
+        for ref, count in self.one_sided.items():
+            rows = f"{count:,} row{'' if count == 1 else 's'}"
+            reasons.append(f"{ref} could not score {rows} that the other model scored")
         labels = self._labels()
         index = {_key(label): i for i, label in enumerate(labels)}
         matrix = [[0] * len(labels) for _ in labels]
@@ -450,6 +566,8 @@ class _Tally:
             notes=tuple(self.notes),
             chunks=self.chunks,
             seconds=seconds,
+            unscored=self.unscored,
+            unscored_rows=tuple(self.unscored_rows),
         )
 
     def _labels(self) -> list[Any]:

@@ -8,19 +8,24 @@ Rolling back walks the history like a stack: a user's change (``deploy``, ``appl
 a state, an automatic canary change (``canary-step``, ``canary-promote``, ``canary-rollback``) replaces
 the top one, and a ``rollback`` pops it; the target is the state below the top. Before the first change
 a model has "no deployment" (``spec`` ``None``), which a rollback can restore.
+
+:func:`last_change` merges the deployment history with the alias moves that decide what is served, in time
+order and with the same stack rules, to find the newest change not undone yet: what ``shipyard rollback``
+undoes, whichever kind it was.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from datetime import timedelta
-from typing import Any
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 from sqlalchemy import Connection, RowMapping, insert, or_, select, update
 from sqlalchemy import exc as sa_exc
 
 from shipyard.errors import Conflict
-from shipyard.registry.entities import DeploymentState
+from shipyard.registry.entities import AliasMove, DeploymentState
 from shipyard.registry.store import MetadataStore, _aware, utcnow
 from shipyard.registry.tables import alias_history, deployment_history, deployments, models, rollout_stats
 
@@ -241,6 +246,64 @@ def rollback_target(history: Sequence[DeploymentState]) -> tuple[bool, Deploymen
         else:
             stack.append(state)
     return (True, stack[-2]) if len(stack) >= 2 else (False, None)
+
+
+@dataclass(frozen=True)
+class Change:
+    """A change of what a model serves: a deployment revision, an alias move, or a canary's promotion (the
+    alias move a promoted canary made, undone by rolling the deployment back)."""
+
+    kind: Literal["deployment", "alias", "promotion"]
+    at: datetime
+    state: DeploymentState | None = None
+    move: AliasMove | None = None
+
+
+def last_change(
+    history: Sequence[DeploymentState], moves: Sequence[AliasMove], aliases: Collection[str]
+) -> Change | None:
+    """The newest change not undone yet among the deployment ``history`` and the ``moves`` of ``aliases``.
+
+    Both are walked as one stack in time order: a user's deployment change or an alias move pushes, a
+    deployment rollback pops the newest deployment change, an alias rollback the newest move of that alias;
+    automatic canary steps belong to the canary's deployment change. ``None`` when nothing is left to undo.
+
+    >>> from datetime import UTC
+    >>> t = lambda minute: datetime(2024, 5, 1, 12, minute, tzinfo=UTC)
+    >>> pin = DeploymentState("m", 1, {"kind": "pin"}, "deploy", "", "ann", t(0))
+    >>> move = AliasMove("m", "production", "set", 3, 2, "bob", t(1))
+    >>> last_change([pin], [move], {"production"}).kind
+    'alias'
+    >>> undo = AliasMove("m", "production", "rollback", 2, 3, "bob", t(2))
+    >>> last_change([pin], [move, undo], {"production"}).state.revision
+    1
+    >>> last_change([pin], [move], {"staging"}).kind  # a move of an alias not served is not a change of it
+    'deployment'
+    """
+    events: list[tuple[datetime, int, int, DeploymentState | AliasMove]] = [
+        (state.at, 0, index, state) for index, state in enumerate(history)
+    ]
+    events += [(move.at, 1, index, move) for index, move in enumerate(moves) if move.alias in aliases]
+    stack: list[Change] = []
+    for at, _, _, event in sorted(events, key=lambda e: e[:3]):
+        if isinstance(event, DeploymentState):
+            if event.action == "rollback":
+                _pop(stack, lambda c: c.kind == "deployment")
+            elif event.action not in CANARY_ACTIONS:
+                stack.append(Change("deployment", at, state=event))
+        elif event.action == "rollback":
+            _pop(stack, lambda c, alias=event.alias: c.move is not None and c.move.alias == alias)
+        else:
+            stack.append(Change("promotion" if event.action == "canary-promote" else "alias", at, move=event))
+    return stack[-1] if stack else None
+
+
+def _pop(stack: list[Change], match: Callable[..., bool]) -> None:
+    """Remove the newest entry of ``stack`` that ``match`` accepts (none: nothing)."""
+    for index in range(len(stack) - 1, -1, -1):
+        if match(stack[index]):
+            del stack[index]
+            return
 
 
 def last_alias_move(conn: Connection, model_id: int, alias: str) -> RowMapping | None:

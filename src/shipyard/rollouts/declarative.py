@@ -29,10 +29,10 @@ A list of entries with a ``model`` key, or either form under a top-level ``deplo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from shipyard.errors import InvalidInput
+from shipyard.errors import InvalidInput, ShipyardError
 from shipyard.rollouts.spec import (
     CanaryPlan,
     DeploymentSpec,
@@ -202,18 +202,46 @@ def _ab(value: Any) -> tuple[Variant, ...]:
     raise InvalidInput(f"ab must be 'VERSION:PERCENT,...' or a mapping version -> percent, got {value!r}")
 
 
+class DeploymentFileError(InvalidInput):
+    """Every problem of a deployments file, one line each (``problems``), naming the model or entry it is in."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
 def parse_deployments(data: Any) -> dict[str, DeploymentSpec]:
-    """Every model's spec from a parsed deployments file; the first problem raises ``InvalidInput`` naming the model.
+    """Every model's spec from a parsed deployments file; :class:`DeploymentFileError` lists every problem.
 
     >>> parse_deployments([{"model": "fraud", "shadow": {"version": 4, "sample": 0.25}}])["fraud"].describe()
     'the version served now, shadow 4 (25% of requests)'
     >>> parse_deployments({"fraud": {"ab": "3:90,4:5"}})
     Traceback (most recent call last):
         ...
-    shipyard.errors.InvalidInput: deployment of 'fraud': A/B weights must add up to 100, got 95 (3:90, 4:5)
+    shipyard.rollouts.declarative.DeploymentFileError: deployment of 'fraud': A/B weights must add up to 100, ...
+    """
+    specs, problems = check_deployments(data)
+    if problems:
+        raise DeploymentFileError(problems)
+    return specs
+
+
+def check_deployments(
+    data: Any, verify: Callable[[str, DeploymentSpec], None] | None = None
+) -> tuple[dict[str, DeploymentSpec], list[str]]:
+    """The specs of the valid entries of a parsed deployments file and one problem line per invalid entry, in
+    the file's order. ``verify(name, spec)`` checks each valid entry further (e.g. against the registry); a
+    :class:`~shipyard.errors.ShipyardError` it raises is that entry's problem.
+
+    >>> specs, problems = check_deployments({"fraud": {"version": 4}, "churn": {"ab": "1:50"}, "Bad Name": 3})
+    >>> list(specs), len(problems), problems[0]
+    (['fraud'], 2, "deployment of 'churn': an A/B deployment needs at least two versions, e.g. --ab 3:90,4:10")
+    >>> problems[1].startswith("deployment of 'Bad Name': invalid model name")
+    True
     """
     if isinstance(data, Mapping) and set(data) == {"deployments"}:
         data = data["deployments"]
+    problems: list[str] = []
     entries: list[tuple[str, Any]]
     if isinstance(data, Mapping):
         entries = [(str(name), entry) for name, entry in data.items()]
@@ -221,29 +249,37 @@ def parse_deployments(data: Any) -> dict[str, DeploymentSpec]:
         entries = []
         for index, item in enumerate(data, 1):
             if not isinstance(item, Mapping) or not isinstance(item.get("model", item.get("name")), str):
-                raise InvalidInput(f"entry {index} of the deployments list needs a 'model' name, got {item!r}")
+                problems.append(f"entry {index} of the deployments list needs a 'model' name, got {item!r}")
+                continue
             rest = {k: v for k, v in item.items() if k not in ("model", "name")}
             entries.append((str(item.get("model", item.get("name"))), rest))
     else:
-        raise InvalidInput(
-            "a deployments file maps model names to deployments, e.g. 'fraud: {version: 4}', or lists entries "
-            "with a 'model' key"
+        raise DeploymentFileError(
+            [
+                "a deployments file maps model names to deployments, e.g. 'fraud: {version: 4}', or lists entries "
+                "with a 'model' key"
+            ]
         )
-    if not entries:
-        raise InvalidInput("the deployments file names no model")
+    if not entries and not problems:
+        raise DeploymentFileError(["the deployments file names no model"])
     specs: dict[str, DeploymentSpec] = {}
+    seen: set[str] = set()
     from shipyard.types import validate_name
 
     for name, entry in entries:
         try:
             validate_name(name, "model")
-            if name in specs:
+            if name in seen:
                 raise InvalidInput("the model appears twice in the file")
+            seen.add(name)
             if isinstance(entry, int | str) and not isinstance(entry, bool):
                 entry = {"version": entry}  # fraud: 4
             if not isinstance(entry, Mapping):
                 raise InvalidInput(f"expected a mapping such as {{version: 4}}, got {entry!r}")
-            specs[name] = build_spec({str(k).replace("-", "_"): v for k, v in entry.items()})
-        except InvalidInput as exc:
-            raise InvalidInput(f"deployment of {name!r}: {exc.message}") from None
-    return specs
+            spec = build_spec({str(k).replace("-", "_"): v for k, v in entry.items()})
+            if verify is not None:
+                verify(name, spec)
+            specs[name] = spec
+        except ShipyardError as exc:
+            problems.append(f"deployment of {name!r}: {exc.message}")
+    return specs, problems

@@ -115,3 +115,42 @@ def build_model(spec: TrainSpec, trusted: Iterable[str] = ()) -> Any:
     from sklearn.pipeline import make_pipeline
 
     return make_pipeline(*steps, estimator)
+
+
+TEXT_AWARE = ("ColumnTransformer", "Encoder", "Vectorizer", "FeatureHasher")
+"""Preprocess classes (by name ending) that route or encode text columns themselves: no inference then."""
+
+
+def encode_text_columns(model: Any, X: Any) -> tuple[Any, list[str]]:
+    """``model`` with the text (string, object or category) columns of ``X`` one-hot encoded, and their names.
+
+    A spec without ``features`` takes every column, text ones too, which a scaler or a linear model cannot
+    take as they are: the spec's preprocess steps then apply to the numeric columns and each text column is
+    one-hot encoded (unknown categories ignored), before the estimator. A model whose preprocess routes or
+    encodes columns itself (a ``ColumnTransformer``, an encoder or vectorizer), or data without text
+    columns, is left as it is (``[]``).
+
+    >>> import pandas as pd
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> model, text = encode_text_columns(LogisticRegression(), pd.DataFrame({"a": [1.0], "channel": ["web"]}))
+    >>> text, [name for name, _ in model.steps]
+    (['channel'], ['columntransformer', 'logisticregression'])
+    """
+    from pandas.api.types import is_numeric_dtype
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    text = [str(c) for c in X.columns if not is_numeric_dtype(X[c].dtype)]
+    if not text:
+        return model, []
+    steps = [step for _, step in model.steps[:-1]] if isinstance(model, Pipeline) else []
+    if any(type(step).__name__.endswith(TEXT_AWARE) for step in steps):
+        return model, []
+    estimator = model.steps[-1][1] if isinstance(model, Pipeline) else model
+    numeric = [str(c) for c in X.columns if str(c) not in text]
+    routes: list[tuple[str, Any, list[str]]] = []
+    if numeric:
+        routes.append(("numeric", make_pipeline(*steps) if steps else "passthrough", numeric))
+    routes.append(("text", OneHotEncoder(handle_unknown="ignore"), text))
+    return make_pipeline(ColumnTransformer(routes), estimator), text

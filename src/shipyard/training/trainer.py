@@ -17,6 +17,7 @@ A version is registered only once everything before it has succeeded.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 
 from shipyard.errors import InvalidInput, ModelNotFound, ShipyardError
-from shipyard.training.components import build_model
+from shipyard.training.components import build_model, encode_text_columns
 from shipyard.training.errors import InvalidSpec, NoNewData
 from shipyard.training.incremental import PartialFitReport, check_incremental, final_estimator, partial_fit
 from shipyard.training.metrics import Metric, evaluate, evaluate_version, resolve_metrics
@@ -162,6 +163,11 @@ class _Run:
         frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
         del parts
         X, y = frame[features], frame[spec.target]
+        notes: list[str] = []
+        if spec.features is None:
+            model, text = encode_text_columns(model, X)
+            if text:
+                notes.append(f"text columns one-hot encoded: {', '.join(text)} (list features: to choose columns)")
         self.say(f"Training {_describe(model)} on {len(frame):,} rows")
         _fit(model, X, y)
         holdout = fixed_holdout if fixed_holdout is not None else stream.holdout()
@@ -172,7 +178,7 @@ class _Run:
         return self._finish(  # all of X: register profiles (a sample of) the training rows
             model, metrics, features, X, y, holdout, lineage, stream,
             mode="one-off", parent=None, promote=promote, force=force, rows=len(frame),
-            files_read=tuple(files), report=None, notes=(),
+            files_read=tuple(files), report=None, notes=tuple(notes),
         )
 
     def incremental(self, from_ref: str | None, promote: str | None, force: bool) -> TrainResult:
@@ -189,13 +195,12 @@ class _Run:
                 f"{from_ref} (--from) is a version of {parent.name!r} but the spec trains {spec.name!r}; "
                 "incremental training adds a version to the same model"
             )
-        # What is new is known from the parent's lineage alone: no data read, no model loaded yet.
+        loaded = self.service.load(parent.ref)
+        model = loaded.raw
+        check_incremental(model)  # before looking for new data: without partial_fit no data would help
         location = spec.resolve(spec.data.source)
         selection = self._new_files(location, parent) if how.new_files else None
         mark: Any = None if how.new_files else self._watermark_of(parent)
-        loaded = self.service.load(parent.ref)
-        model = loaded.raw
-        check_incremental(model)
         notes: list[str] = []
         last = type(final_estimator(model)).__name__
         if last != spec.estimator.short_name:
@@ -423,7 +428,7 @@ def _fit(model: Any, X: pd.DataFrame, y: pd.Series) -> None:
     except ShipyardError:
         raise
     except (ValueError, TypeError) as exc:
-        raise _training_error(model, exc) from None
+        raise _training_error(model, exc, X) from None
 
 
 def _partial_fit(model: Any, X: pd.DataFrame, y: pd.Series) -> PartialFitReport:
@@ -432,13 +437,27 @@ def _partial_fit(model: Any, X: pd.DataFrame, y: pd.Series) -> PartialFitReport:
     except ShipyardError:
         raise
     except (ValueError, TypeError) as exc:
-        raise _training_error(model, exc) from None
+        raise _training_error(model, exc, X) from None
 
 
-def _training_error(model: Any, exc: Exception) -> InvalidInput:
+_NOT_A_FLOAT = re.compile(r"could not convert string to float: '(.*)'")
+
+
+def _training_error(model: Any, exc: Exception, X: pd.DataFrame) -> InvalidInput:
     text = " ".join(str(exc).split()) or type(exc).__name__
     if type(exc).__name__ == "InvalidParameterError":
         return InvalidSpec(f"estimator or preprocess params: {text}")
+    found = _NOT_A_FLOAT.search(text)
+    if found is not None:  # name the column holding the text the model cannot take
+        value = found.group(1)
+        columns = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c].dtype)]
+        holding = [str(c) for c in columns if (X[c].astype(str) == value).any()] or [str(c) for c in columns]
+        if holding:
+            return InvalidInput(
+                f"training {_describe(model)} failed: column {holding[0]!r} holds text ({value!r}) that "
+                f"{_describe(model)} cannot take; leave it out of features:, or encode it in preprocess "
+                "(e.g. a ColumnTransformer with a OneHotEncoder)"
+            )
     return InvalidInput(f"training {_describe(model)} failed: {text}")
 
 
