@@ -111,7 +111,7 @@ LEGIT: dict[str, Callable[[], tuple[Any, pd.DataFrame]]] = {
                                 ),
                                 make_column_selector(dtype_include=np.number),
                             ),
-                            ("cat", OneHotEncoder(), make_column_selector(dtype_include=object)),
+                            ("cat", OneHotEncoder(), make_column_selector(dtype_include=["object", "str"])),
                         ]
                     ),
                 ),
