@@ -61,3 +61,17 @@ def post_json(client: httpx.AsyncClient, path: str, body: Any) -> Any:
     import json
 
     return client.post(path, content=json.dumps(body), headers={"content-type": "application/json"})
+
+
+def call(app: Any, requests: list[tuple[str, str, dict[str, str], Any]]) -> list[httpx.Response]:
+    """Send ``(method, path, headers, json body)`` requests in order to ``app`` (no lifespan run)."""
+
+    async def run() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return [
+                await client.request(method, path, headers=headers, json=body)
+                for method, path, headers, body in requests
+            ]
+
+    return asyncio.run(run())

@@ -6,30 +6,17 @@ replaced by a file, and the pooled connections are dropped, as an outage drops t
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+from tests.serving.inprocess import call
 
 import shipyard
 from shipyard.serving.app import create_app
 from shipyard.serving.settings import ServeSettings
-
-
-def call(app: Any, requests: list[tuple[str, str, dict[str, str], Any]]) -> list[httpx.Response]:
-    async def run() -> list[httpx.Response]:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            return [
-                await client.request(method, path, headers=headers, json=body)
-                for method, path, headers, body in requests
-            ]
-
-    return asyncio.run(run())
 
 
 def test_a_registry_outage_answers_503_without_the_database_url(

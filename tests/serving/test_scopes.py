@@ -7,17 +7,16 @@ registry with a model named ``invocations``, the name that once turned admin rou
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
+from tests.serving.inprocess import call
 
 import shipyard
 from shipyard.registry.keys import SCOPES
@@ -92,18 +91,6 @@ def server(home: Path) -> Iterator[tuple[Any, dict[str, str], pd.DataFrame]]:
     app = create_app(ServeSettings(auth=True), service, preload=True)
     yield app, keys, X
     service.store.close()
-
-
-def call(app: Any, requests: list[tuple[str, str, dict[str, str], Any]]) -> list[httpx.Response]:
-    async def run() -> list[httpx.Response]:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            return [
-                await client.request(method, path, headers=headers, json=body)
-                for method, path, headers, body in requests
-            ]
-
-    return asyncio.run(run())
 
 
 def headers_for(keys: dict[str, str], key: str) -> dict[str, str]:

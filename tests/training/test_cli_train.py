@@ -58,8 +58,8 @@ def test_train_promote_incremental_and_errors_from_the_command_line(tmp_path: Pa
         f"error: invalid {project / 'unknown.yaml'}: unknown field 'epochs'; the fields here are: name, data, "
         "target, features, preprocess, estimator, validation, metrics, chunk_rows"
     )
-    assert evil.error_line.startswith("error: estimator.class: 'os.system' is not allowed; a spec may only name "
-                                      "classes from sklearn, xgboost, lightgbm, river")
+    assert evil.error_line.startswith("error: estimator.class: 'os.system' is not allowed; a spec may name the public "
+                                      "estimators, kernels and splitters of scikit-learn")
     assert target.error_line.startswith("error: target: 'label' is not a column of ")
     assert "its columns are: amount, merchant_risk, hour, is_fraud, ts" in target.error_line
     assert force_alone.error_line == "error: --force only applies with --promote ALIAS"

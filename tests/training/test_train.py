@@ -11,6 +11,7 @@ import pytest
 import shipyard
 from shipyard.data import open_source
 from shipyard.training import InvalidSpec, train
+from shipyard.training.components import import_class
 
 
 def test_one_off_from_a_parquet_folder_registers_metrics_params_fingerprint_signature_and_files(
@@ -132,6 +133,10 @@ def test_a_holdout_source_is_used_for_old_and_new(service: shipyard.ModelService
         ({"epochs": 3}, "unknown field 'epochs'"),
         ({"estimator": {"class": "os.system"}}, "estimator.class: 'os.system' is not allowed"),
         ({"preprocess": [{"class": "subprocess.Popen"}]}, "preprocess[0].class: 'subprocess.Popen' is not allowed"),
+        # Inside an allowed library is not enough: exact, reviewed classes only, no private modules.
+        ({"estimator": {"class": "sklearn.utils._testing.TempMemmap"}}, "'sklearn.utils._testing.TempMemmap' is not"),
+        ({"estimator": {"class": "sklearn.utils.Bunch"}}, "estimator.class: 'sklearn.utils.Bunch' is not allowed"),
+        ({"preprocess": [{"class": "river.stream.Cache"}]}, "'river.stream.Cache' is not allowed"),
         ({"target": "label"}, "target: 'label' is not a column of"),
         ({"features": ["amount", "nope"]}, "features: 'nope' not a column of"),
         ({"metrics": ["acuracy"]}, "unknown metric 'acuracy'"),
@@ -162,3 +167,24 @@ def test_a_spec_file_that_is_not_yaml_or_missing_is_one_clear_error(tmp_path: Pa
         train(tmp_path / "list.yaml")
     with pytest.raises(shipyard.ShipyardError, match="no training spec at"):
         train(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "sklearn.compose.ColumnTransformer",
+        "sklearn.gaussian_process.kernels.RBF",
+        "sklearn.model_selection.KFold",
+        "xgboost.XGBClassifier",
+        "lightgbm.LGBMRegressor",
+        "river.linear_model.LogisticRegression",
+    ],
+)
+def test_reviewed_classes_of_each_library_may_be_named(path: str) -> None:
+    assert import_class(path, "estimator.class").__name__ == path.rsplit(".", 1)[1]
+
+
+def test_an_exact_trusted_name_admits_a_class_outside_the_reviewed_list() -> None:
+    with pytest.raises(InvalidSpec, match="SHIPYARD_TRUSTED_TYPES"):
+        import_class("sklearn.utils.Bunch", "estimator.class")
+    assert import_class("sklearn.utils.Bunch", "estimator.class", trusted=["sklearn.utils.Bunch"]).__name__ == "Bunch"

@@ -1,21 +1,76 @@
-"""Build the model a spec describes, importing only classes from allowed libraries.
+"""Build the model a spec describes, instantiating only reviewed estimator classes named exactly.
 
-A spec names classes by import path. Importing runs module code, and the trained model is stored
-with skops, which loads only known types, so by default only classes from scikit-learn, XGBoost,
-LightGBM and River are accepted (plus any type the registry already trusts, ``SHIPYARD_TRUSTED_TYPES``).
+A spec is a file that arrives from outside: it names classes by import path, and importing and instantiating
+run code. Trust is a list of exact classes, never a package prefix: scikit-learn's public estimators
+(``sklearn.utils.all_estimators``), its kernels and cross-validation splitters, the scikit-learn API classes of
+XGBoost and LightGBM, the River classes a stored River model may hold (``shipyard.flavors.river_names``), and
+any exact name the user trusts (``SHIPYARD_TRUSTED_TYPES``). Paths through private modules are refused.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from shipyard.flavors.river_pickle import REVIEWED_GLOBALS
 from shipyard.training.errors import InvalidSpec
 from shipyard.training.spec import Component, TrainSpec
 
-ALLOWED_PREFIXES = ("sklearn.", "xgboost.", "lightgbm.", "river.")
-"""Libraries whose classes a spec may name."""
+LIBRARIES = ("sklearn", "xgboost", "lightgbm", "river")
+"""Libraries whose reviewed classes a spec may name."""
+
+BOOSTING_CLASSES = frozenset(
+    {
+        "xgboost.XGBClassifier",
+        "xgboost.XGBRegressor",
+        "xgboost.XGBRanker",
+        "xgboost.XGBRFClassifier",
+        "xgboost.XGBRFRegressor",
+        "lightgbm.LGBMClassifier",
+        "lightgbm.LGBMRegressor",
+        "lightgbm.LGBMRanker",
+    }
+)
+"""The scikit-learn API classes of XGBoost and LightGBM, by the import path a spec writes."""
+
+
+@functools.cache
+def _reviewed_sklearn_classes() -> frozenset[type]:
+    import sklearn.model_selection
+    from sklearn.gaussian_process import kernels
+    from sklearn.model_selection import BaseCrossValidator, BaseShuffleSplit
+    from sklearn.utils import all_estimators
+
+    found: set[type] = {cls for _, cls in all_estimators()}
+    for module, base in (
+        (kernels, (kernels.Kernel,)),
+        (sklearn.model_selection, (BaseCrossValidator, BaseShuffleSplit)),
+    ):
+        found |= {
+            cls
+            for name, cls in vars(module).items()
+            if inspect.isclass(cls) and issubclass(cls, base) and not name.startswith("_")
+        }
+    return frozenset(found)
+
+
+def is_reviewed(path: str, cls: type) -> bool:
+    """Whether a spec may name ``cls`` (found at ``path``) without the user trusting it.
+
+    >>> from sklearn.linear_model import Ridge
+    >>> from sklearn.utils import Bunch
+    >>> is_reviewed("sklearn.linear_model.Ridge", Ridge), is_reviewed("sklearn.utils.Bunch", Bunch)
+    (True, False)
+    """
+    top = path.split(".", 1)[0]
+    if top == "sklearn":
+        return cls in _reviewed_sklearn_classes()
+    if top == "river":
+        return f"{cls.__module__}.{cls.__qualname__}" in REVIEWED_GLOBALS
+    return path in BOOSTING_CLASSES
 
 
 def import_class(path: str, field: str, trusted: Iterable[str] = ()) -> type:
@@ -30,11 +85,10 @@ def import_class(path: str, field: str, trusted: Iterable[str] = ()) -> type:
     ...
     shipyard.training.errors.InvalidSpec: estimator.class: 'os.system' is not allowed; ...
     """
-    if not (path.startswith(ALLOWED_PREFIXES) or path in set(trusted)):
-        raise InvalidSpec(
-            f"{field}: {path!r} is not allowed; a spec may only name classes from "
-            f"{', '.join(p.rstrip('.') for p in ALLOWED_PREFIXES)} (or a type listed in SHIPYARD_TRUSTED_TYPES)"
-        )
+    trusted_here = path in set(trusted)
+    parts = path.split(".")
+    if not trusted_here and (parts[0] not in LIBRARIES or any(part.startswith("_") for part in parts)):
+        raise InvalidSpec(_not_allowed(field, path))
     module_name, _, name = path.rpartition(".")
     try:
         module = importlib.import_module(module_name)
@@ -49,7 +103,17 @@ def import_class(path: str, field: str, trusted: Iterable[str] = ()) -> type:
     if not isinstance(found, type):
         what = "no such class" if found is None else f"{type(found).__name__}, not a class"
         raise InvalidSpec(f"{field}: {path!r}: {what} in {module_name}")
+    if not (trusted_here or is_reviewed(path, found)):
+        raise InvalidSpec(_not_allowed(field, path))
     return found
+
+
+def _not_allowed(field: str, path: str) -> str:
+    return (
+        f"{field}: {path!r} is not allowed; a spec may name the public estimators, kernels and splitters of "
+        f"scikit-learn, the scikit-learn API classes of XGBoost and LightGBM and reviewed River classes; "
+        f"to use another class on purpose, add its exact name to SHIPYARD_TRUSTED_TYPES"
+    )
 
 
 def build(component: Component, field: str, trusted: Iterable[str] = ()) -> Any:
