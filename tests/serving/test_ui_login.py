@@ -174,7 +174,11 @@ def test_login_form_in_a_browser_and_the_printed_curl_line_in_bash(
     assert '"Authorization: Bearer $SHIPYARD_API_KEY"' in line
     pasted = subprocess.run(
         ["bash", "-c", line + " -o /dev/null -w '%{http_code}'"],
-        env={**os.environ, "SHIPYARD_API_KEY": admin}, capture_output=True, text=True, timeout=30, check=False,
+        env={**os.environ, "SHIPYARD_API_KEY": admin},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert pasted.stdout == "200", (line, pasted.stdout, pasted.stderr)
 

@@ -172,7 +172,8 @@ class AuthMiddleware:
         try:
             checked = await self.verify(plaintext, needed, method, path)
         except ShipyardError as exc:
-            return Denial(int(exc.status), f"cannot check the API key now: {client_message(exc, '')}", type(exc).__name__)
+            message = f"cannot check the API key now: {client_message(exc, '')}"
+            return Denial(int(exc.status), message, type(exc).__name__)
         return checked if isinstance(checked, Denial) else None
 
     async def verify(self, plaintext: str, needed: str, method: str, path: str) -> Denial | tuple[ApiKey, str]:

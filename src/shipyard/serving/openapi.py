@@ -12,6 +12,10 @@ from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
 from shipyard.serving.errors import error_payload
 from shipyard.serving.jsonio import json_response
 
@@ -78,10 +82,6 @@ def install_docs(app: FastAPI) -> None:
     Create ``app`` with ``docs_url=None`` and ``redoc_url=None``: these routes replace FastAPI's own, whose pages
     load their scripts, styles and fonts from the internet (a blank page without it).
     """
-    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
-    from starlette.requests import Request
-    from starlette.responses import HTMLResponse, Response
-
     openapi_url = app.openapi_url or "/openapi.json"
     redirect_url = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
 

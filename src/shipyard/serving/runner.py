@@ -39,8 +39,12 @@ def curl_example(settings: ServeSettings, name: str, example: list[Any] | None, 
 
     The key header is in double quotes, so that ``$SHIPYARD_API_KEY`` expands; everything else is single-quoted.
 
-    >>> print(curl_example(ServeSettings(port=8000), "fraud", [{"a": "it's"}], api_key=True))
-    curl -s http://127.0.0.1:8000/v1/models/fraud/predict -H 'Content-Type: application/json' -H "Authorization: Bearer $SHIPYARD_API_KEY" -d '{"instances": [{"a": "it'"'"'s"}]}'
+    >>> line = curl_example(ServeSettings(port=8000), "fraud", [{"a": "it's"}], api_key=True)
+    >>> print(line.replace(" -H", "\\n  -H").replace(" -d", "\\n  -d"))
+    curl -s http://127.0.0.1:8000/v1/models/fraud/predict
+      -H 'Content-Type: application/json'
+      -H "Authorization: Bearer $SHIPYARD_API_KEY"
+      -d '{"instances": [{"a": "it'"'"'s"}]}'
     """
     import shlex
 
