@@ -19,7 +19,7 @@ from shipyard.errors import ShipyardError
 from shipyard.rollouts.controller import CanaryController
 from shipyard.rollouts.stats import replica_id
 from shipyard.service import ModelService
-from shipyard.serving import errors, mlflow, native, ui, v2
+from shipyard.serving import errors, mlflow, native, ui, ui_login, v2
 from shipyard.serving.auth import AuthMiddleware
 from shipyard.serving.dataplane import DataPlane
 from shipyard.serving.fastpath import FastPredict
@@ -27,6 +27,7 @@ from shipyard.serving.jsonio import json_response, read_object
 from shipyard.serving.metrics import ServerMetrics, live_monitor
 from shipyard.serving.middleware import ServingMiddleware
 from shipyard.serving.online import FEEDBACK_BODY, OnlineServing
+from shipyard.serving.openapi import install_docs
 from shipyard.serving.repository import Deployment, ModelRepository
 from shipyard.serving.scopes import RouteScopes, SlashRedirect
 from shipyard.serving.settings import ServeSettings
@@ -159,7 +160,10 @@ def create_app(
         "and MLflow scoring protocols.",
         lifespan=lifespan,
         redirect_slashes=False,  # SlashRedirect below: the router's own copies the Host header into Location
+        docs_url=None,  # install_docs: the same pages with their assets served from here, not from a CDN
+        redoc_url=None,
     )
+    install_docs(app)
     app.state.settings = settings
     app.state.dataplane = dataplane
     app.state.metrics = metrics
@@ -170,6 +174,7 @@ def create_app(
     app.include_router(v2.router(dataplane))
     app.include_router(mlflow.router(dataplane))
     app.include_router(ui.router(dataplane, settings))
+    app.include_router(ui_login.router())
 
     @app.post(
         "/v1/models/{name}/feedback",
@@ -200,4 +205,5 @@ def create_app(
     app.router.default = SlashRedirect(app.router.default, scopes)
     routed = FastPredict(app, dataplane=dataplane, online=online)
     guarded = AuthMiddleware(routed, service=service, routes=scopes, required=settings.auth_required())
+    app.state.auth = guarded  # the dashboard's login checks keys as the auth layer does
     return ServingMiddleware(guarded, metrics=metrics, max_body_bytes=settings.max_body_bytes)

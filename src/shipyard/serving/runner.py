@@ -35,16 +35,26 @@ def app_from_env() -> ASGIApp:
 
 
 def curl_example(settings: ServeSettings, name: str, example: list[Any] | None, api_key: bool) -> str:
-    """A ``curl`` line that predicts with model ``name`` on its stored input example."""
+    """A ``curl`` line that predicts with model ``name`` on its stored input example, ready to paste into a shell.
+
+    The key header is in double quotes, so that ``$SHIPYARD_API_KEY`` expands; everything else is single-quoted.
+
+    >>> line = curl_example(ServeSettings(port=8000), "fraud", [{"a": "it's"}], api_key=True)
+    >>> print(line.replace(" -H", "\\n  -H").replace(" -d", "\\n  -d"))
+    curl -s http://127.0.0.1:8000/v1/models/fraud/predict
+      -H 'Content-Type: application/json'
+      -H "Authorization: Bearer $SHIPYARD_API_KEY"
+      -d '{"instances": [{"a": "it'"'"'s"}]}'
+    """
+    import shlex
+
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     rows = example[:1] if example else [{}]
     key = "key" if isinstance(rows[0], dict) else "inputs"
     body = json.dumps({"instances": rows} if key == "key" else {"inputs": rows})
-    auth = " -H 'Authorization: Bearer $SHIPYARD_API_KEY'" if api_key else ""
-    return (
-        f"curl -s http://{host}:{settings.port}/v1/models/{name}/predict "
-        f"-H 'Content-Type: application/json'{auth} -d '{body}'"
-    )
+    auth = ' -H "Authorization: Bearer $SHIPYARD_API_KEY"' if api_key else ""
+    url = shlex.quote(f"http://{host}:{settings.port}/v1/models/{name}/predict")
+    return f"curl -s {url} -H 'Content-Type: application/json'{auth} -d {shlex.quote(body)}"
 
 
 def serve(settings: ServeSettings, *, log_level: str = "info") -> None:

@@ -34,6 +34,7 @@ ROUTE_SCOPES: Mapping[tuple[str, str], str | None] = {
     ("GET", "/docs"): PUBLIC,
     ("GET", "/docs/oauth2-redirect"): PUBLIC,
     ("GET", "/redoc"): PUBLIC,
+    ("GET", "/docs/assets/{name}"): PUBLIC,
     ("GET", "/v2"): PUBLIC,
     ("GET", "/v2/health/live"): PUBLIC,
     ("GET", "/v2/health/ready"): PUBLIC,
@@ -62,6 +63,8 @@ ROUTE_SCOPES: Mapping[tuple[str, str], str | None] = {
     ("GET", "/ui/static/plotly.min.js"): ADMIN,
     ("GET", "/ui/api/models"): ADMIN,
     ("GET", "/ui/api/models/{name}"): ADMIN,
+    ("POST", "/ui/login"): PUBLIC,  # checks the key it is sent itself
+    ("POST", "/ui/logout"): PUBLIC,
 }
 """The scope each route needs, by method and path template (``HEAD`` is looked up as ``GET``).
 
