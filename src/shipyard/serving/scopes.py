@@ -61,6 +61,8 @@ ROUTE_SCOPES: Mapping[tuple[str, str], str | None] = {
     ("GET", "/ui"): ADMIN,
     ("GET", "/ui/static/plotly.min.js"): ADMIN,
     ("GET", "/ui/api/models"): ADMIN,
+    ("GET", "/ui/api/deployments"): ADMIN,
+    ("GET", "/ui/api/online"): ADMIN,
     ("GET", "/ui/api/models/{name}"): ADMIN,
 }
 """The scope each route needs, by method and path template (``HEAD`` is looked up as ``GET``).
