@@ -129,8 +129,12 @@ def tidy_figures(figures: dict[str, Any], every: str) -> dict[str, Any]:
         metric = (yaxis.get("title") or {}).get("text")
         if key == "accuracy" and metric in RATIO_METRICS:
             yaxis.update(range=[0, 1], autorange=False)
+            for trace in figure.get("data", []):
+                trace["cliponaxis"] = False  # a point at 1.0 is drawn whole, not cut by the axis
         elif key == "traffic":
             yaxis.update(rangemode="tozero")
+            for trace in figure.get("data", []):
+                trace["width"] = bucket.total_seconds() * 1000 * 0.9  # one bucket wide (ms), even for one bar
     return figures
 
 
