@@ -51,17 +51,22 @@ def canary_and_online(home: Path) -> tuple[pd.DataFrame, pd.Series, pd.DataFrame
 def test_json_routes_give_deployments_canary_and_online_counts(canary_and_online: Any) -> None:
     _, _, C, c = canary_and_online
 
-    async def run() -> tuple[Any, Any, Any]:
+    async def run() -> tuple[Any, Any, Any, Any]:
         async with serving(ServeSettings.model_validate({**QUIET, "rollouts": False})) as client:
             labels = {"instances": _rows(C, 0, 7), "labels": c[:7].tolist()}
             sent = await client.post("/v1/models/clicks/feedback", json=labels)
             assert sent.status_code == 202, sent.text
-            answers = [await client.get(f"/ui/api/{route}") for route in ("models", "deployments", "online")]
+            routes = ("models", "deployments", "online", "overview?minutes=5")
+            answers = [await client.get(f"/ui/api/{route}") for route in routes]
             for answer in answers:
                 assert answer.status_code == 200, answer.text
+            bad = await client.get("/ui/api/overview?minutes=0")
+            assert bad.status_code == 400 and "?minutes" in bad.json()["error"], bad.text
             return tuple(a.json() for a in answers)  # type: ignore[return-value]
 
-    models, deployments, online = asyncio.run(run())
+    models, deployments, online, recent = asyncio.run(run())
+    assert recent["minutes"] == 5
+    assert {o["name"]: o["predictions"] for o in recent["overview"]} == {"clicks": 0, "fraud": 0}  # log is off
     overview = {m["name"]: m for m in models["models"]}
     assert set(overview) == {"clicks", "fraud"}
     assert overview["fraud"]["deployment"].startswith("canary") and overview["fraud"]["revision"] == 1
@@ -124,6 +129,8 @@ def test_page_shows_deployment_and_online_panels_with_fixed_axes(
         assert cells["received"] == "5" and int(cells["applied"]) + int(cells["pending"]) == 5
         overview = [c.inner_text() for c in page.query_selector_all("#models tbody tr[data-model='fraud'] td")]
         assert overview[6].startswith("canary") and overview[7] == "no"
+        page.wait_for_selector("#models tr[data-model='fraud'] td.predictions:text-is('4')", timeout=60_000)
+        assert page.inner_text("#models tr[data-model='fraud'] td.requests") == "1"
 
         # one request, one time bucket: the charts span minutes, accuracy's y-axis is [0, 1], no mode bar
         page.wait_for_function("document.getElementById('chart-accuracy').layout !== undefined", timeout=120_000)

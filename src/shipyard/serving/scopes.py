@@ -63,6 +63,7 @@ ROUTE_SCOPES: Mapping[tuple[str, str], str | None] = {
     ("GET", "/ui/api/models"): ADMIN,
     ("GET", "/ui/api/deployments"): ADMIN,
     ("GET", "/ui/api/online"): ADMIN,
+    ("GET", "/ui/api/overview"): ADMIN,
     ("GET", "/ui/api/models/{name}"): ADMIN,
 }
 """The scope each route needs, by method and path template (``HEAD`` is looked up as ``GET``).

@@ -309,6 +309,33 @@ class Dashboard:
             )
         return {"deployments": rows, "computed_at": datetime.now(UTC).isoformat()}
 
+    def overview(self, minutes: int) -> dict[str, Any]:
+        """Per served model its predictions, requests and p95 latency of the last ``minutes`` from the log."""
+        import pandas as pd
+
+        from shipyard.monitoring.monitor import latency_summary, request_latencies
+
+        since = datetime.now(UTC) - timedelta(minutes=minutes)
+        log = self.prediction_log() if self.settings.logging.enabled else None
+        rows = []
+        for name in self.dataplane.repository.served_names():
+            frame = log.predictions(name, since=since, inputs=False, shadow=False) if log is not None else None
+            if frame is None or frame.empty:
+                rows.append({"name": name, "predictions": 0, "requests": 0, "p95_ms": None, "last_at": None})
+                continue
+            requests = request_latencies(frame)
+            requests_ms = latency_summary(requests["latency_ms"])["p95_ms"]
+            rows.append(
+                {
+                    "name": name,
+                    "predictions": len(frame),
+                    "requests": len(requests),
+                    "p95_ms": _finite(requests_ms),
+                    "last_at": pd.Timestamp(frame["ts"].max()).isoformat(),
+                }
+            )
+        return {"overview": rows, "minutes": minutes, "computed_at": datetime.now(UTC).isoformat()}
+
     def online(self) -> dict[str, Any]:
         """Per served online model its learning state as ``shipyard online status`` reads it (blocking)."""
         store = self.online_store()
@@ -387,6 +414,11 @@ def router(dataplane: DataPlane, settings: ServeSettings) -> APIRouter:
     @api.get("/ui/api/deployments", summary="Dashboard: every served model's deployment, canary and counters")
     async def deployments() -> Response:
         return json_response(await dashboard.cached(("deployments",), dashboard.deployments))
+
+    @api.get("/ui/api/overview", summary="Dashboard: recent predictions and latency of every served model")
+    async def overview(request: Request) -> Response:
+        minutes = _int_param(request, "minutes", DEFAULT_MINUTES, 1, MAX_MINUTES)
+        return json_response(await dashboard.cached(("overview", minutes), lambda: dashboard.overview(minutes)))
 
     @api.get("/ui/api/online", summary="Dashboard: online learning of every served online model")
     async def online() -> Response:
