@@ -62,6 +62,9 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/ui"): "admin",
     ("GET", "/ui/static/plotly.min.js"): "admin",
     ("GET", "/ui/api/models"): "admin",
+    ("GET", "/ui/api/deployments"): "admin",
+    ("GET", "/ui/api/online"): "admin",
+    ("GET", "/ui/api/overview"): "admin",
     ("GET", "/ui/api/models/{name}"): "admin",
 }
 

@@ -62,6 +62,9 @@ ROUTE_SCOPES: Mapping[tuple[str, str], str | None] = {
     ("GET", "/ui"): ADMIN,
     ("GET", "/ui/static/plotly.min.js"): ADMIN,
     ("GET", "/ui/api/models"): ADMIN,
+    ("GET", "/ui/api/deployments"): ADMIN,
+    ("GET", "/ui/api/online"): ADMIN,
+    ("GET", "/ui/api/overview"): ADMIN,
     ("GET", "/ui/api/models/{name}"): ADMIN,
     ("POST", "/ui/login"): PUBLIC,  # checks the key it is sent itself
     ("POST", "/ui/logout"): PUBLIC,
