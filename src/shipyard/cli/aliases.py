@@ -170,7 +170,9 @@ def rollback(
     alias: Annotated[
         str | None,
         typer.Option(
-            "--alias", "-a", metavar="ALIAS",
+            "--alias",
+            "-a",
+            metavar="ALIAS",
             help="Move this alias back instead (default: undo the last change of what NAME serves).",
         ),
     ] = None,

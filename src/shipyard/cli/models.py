@@ -8,7 +8,20 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from shipyard.cli.common import get_service, parse_metrics, parse_pairs
-from shipyard.cli.output import JsonFlag, cell, console, joined, number, pairs, plain, print_json, say, size, table, when
+from shipyard.cli.output import (
+    JsonFlag,
+    cell,
+    console,
+    joined,
+    number,
+    pairs,
+    plain,
+    print_json,
+    say,
+    size,
+    table,
+    when,
+)
 from shipyard.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -127,12 +140,18 @@ def profile_table(mv: ModelVersion) -> Table | str:
     profile: dict[str, Any] | None = mv.profile
     if not profile:
         return (
-            f"{mv.ref} has no reference profile: register it with training data (X=... or --example) "
-            "to monitor drift."
+            f"{mv.ref} has no reference profile: register it with training data (X=... or --example) to monitor drift."
         )
     rows = profile.get("rows", 0)
     result = table(
-        "Feature", "Kind", "Mean", "Std", "Min", "Max", "Top categories", "Missing",
+        "Feature",
+        "Kind",
+        "Mean",
+        "Std",
+        "Min",
+        "Max",
+        "Top categories",
+        "Missing",
         title=f"Reference profile of {mv.ref} ({rows:,} rows)",
     )
     entries: list[tuple[str, dict[str, Any]]] = list(profile.get("features", {}).items())
@@ -142,12 +161,25 @@ def profile_table(mv: ModelVersion) -> Table | str:
     for feature, entry in entries:
         missing = f"{entry.get('missing_rate', 0.0):.1%}"
         if entry.get("kind") == "categorical":
-            result.add_row(cell(feature), cell("categorical"), cell(""), cell(""), cell(""), cell(""),
-                           cell(top_categories(entry)), cell(missing))
+            result.add_row(
+                cell(feature),
+                cell("categorical"),
+                cell(""),
+                cell(""),
+                cell(""),
+                cell(""),
+                cell(top_categories(entry)),
+                cell(missing),
+            )
         else:
             moments = [entry.get(k) for k in ("mean", "std", "min", "max")]
-            result.add_row(cell(feature), cell("numeric"), *[cell("" if v is None else number(v)) for v in moments],
-                           cell(""), cell(missing))
+            result.add_row(
+                cell(feature),
+                cell("numeric"),
+                *[cell("" if v is None else number(v)) for v in moments],
+                cell(""),
+                cell(missing),
+            )
     return result
 
 
@@ -286,7 +318,9 @@ def register(
         list[str] | None,
         typer.Option("--tag", metavar="KEY=VALUE", help="KEY=VALUE recorded with the version (repeatable)."),
     ] = None,
-    description: Annotated[str, typer.Option("--description", "-d", metavar="TEXT", help="What this version is.")] = "",
+    description: Annotated[
+        str, typer.Option("--description", "-d", metavar="DESCRIPTION", help="What this version is.")
+    ] = "",
 ) -> None:
     """Register a model file as the next version of NAME, with the signature of --example."""
     from shipyard.cli.files import read_table

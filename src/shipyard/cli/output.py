@@ -15,7 +15,6 @@ from datetime import date, datetime
 from typing import Annotated, Any
 
 import typer
-
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text

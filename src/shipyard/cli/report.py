@@ -110,18 +110,18 @@ def report(
     if out is None:
         raise typer.BadParameter("give the HTML file to write, e.g. --output report.html", param_hint="'--output'")
     since_option = "--since" if window is None else "--window"
-    since = renamed("--since", since, "--window", window)
-    if since is not None and last is not None:
+    since_text = renamed("--since", since, "--window", window)
+    if since_text is not None and last is not None:
         raise InvalidInput(f"give either {since_option} or --last, not both")
     if not out.parent.exists():
         raise InvalidInput(f"cannot write {out}: folder {out.parent} does not exist; create it first")
-    span = since_window(since, since_option)
+    span = since_window(since_text, since_option)
     service = get_service()
     log = PredictionLog.from_settings(Settings(), config)
     result = monitor(service, log, name, window=span, last=last, version=version, thresholds=_thresholds(config))
-    since = _series_since(log, name, span, last, version)
-    every = chart_step(datetime.now(UTC) - since) if since is not None else "1min"
-    series = timeseries(log, name, since=since, every=every)
+    start = _series_since(log, name, span, last, version)
+    every = chart_step(datetime.now(UTC) - start) if start is not None else "1min"
+    series = timeseries(log, name, since=start, every=every)
     profile = getattr(service.resolve(f"{name}:{result.version}"), "profile", None) if result.version else None
     html = render_report(result, series, profile)
     try:

@@ -128,7 +128,9 @@ def usage_error_line(exc: Any) -> str:
     """``<message> (try 'shipyard X --help')`` for a Click usage error, on one line."""
     message = " ".join(str(exc.format_message()).split())
     ctx = getattr(exc, "ctx", None)
-    help_option = ctx.command.get_help_option(ctx) if ctx is not None else None
+    if ctx is None:
+        return message
+    help_option = ctx.command.get_help_option(ctx)
     if help_option is not None:
         flag = max(help_option.opts, key=len)  # --help rather than -h
         message = f"{message.rstrip('.')} (try '{ctx.command_path} {flag}')"

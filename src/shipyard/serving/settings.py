@@ -11,7 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from shipyard.errors import InvalidInput
 
-
 DEFAULT_SOURCE = "serve config"
 """How error messages name settings that were not read from a file."""
 
@@ -243,7 +242,7 @@ class ServeSettings(BaseModel):
         return not addresses or not all(ipaddress.ip_address(a.partition("%")[0]).is_loopback for a in addresses)
 
     @classmethod
-    def from_yaml_text(cls, text: str, *, source: str = DEFAULT_SOURCE, **overrides: Any) -> ServeSettings:
+    def from_yaml_text(cls, text: str, **overrides: Any) -> ServeSettings:
         """Settings from YAML text, with flag values laid over it; every mistake is reported at once, unknown
         keys with a "did you mean" (``serve.yaml: loging: unknown setting; did you mean 'logging'?``).
 
@@ -252,6 +251,11 @@ class ServeSettings(BaseModel):
         ...
         shipyard.errors.InvalidInput: invalid serve settings: loging: unknown setting; did you mean 'logging'?
         """
+        return cls.read_yaml(text, DEFAULT_SOURCE, overrides)
+
+    @classmethod
+    def read_yaml(cls, text: str, source: str, overrides: dict[str, Any]) -> ServeSettings:
+        """:meth:`from_yaml_text` for text read from ``source`` (a path), which error messages name."""
         import yaml
 
         try:
@@ -278,7 +282,7 @@ class ServeSettings(BaseModel):
             text = path.read_text()
         except OSError as exc:
             raise InvalidInput(f"cannot read the serve config {path}: {exc.strerror}") from None
-        return cls.from_yaml_text(text, source=str(path), **overrides)
+        return cls.read_yaml(text, str(path), overrides)
 
 
 def did_you_mean(word: str, choices: Sequence[str]) -> str:
