@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from shipyard.cli.common import get_service
-from shipyard.cli.output import cell, console, say, table, version_or_none, when
+from shipyard.cli.output import JsonFlag, cell, console, print_json, say, table, version_or_none, when
 from shipyard.errors import InvalidInput
 from shipyard.types import DEFAULT_ALIAS
 
@@ -119,9 +119,12 @@ def delete_alias(name: NameArg, alias: AliasArg) -> None:
 
 
 @app.command("list")
-def list_aliases(name: NameArg) -> None:
+def list_aliases(name: NameArg, as_json: JsonFlag = False) -> None:
     """List the aliases of model NAME and the versions they point to."""
     model = get_service().get_model(name)
+    if as_json:
+        print_json(dict(sorted(model.aliases.items())))
+        return
     if not model.aliases:
         say(f"{model.name} has no aliases; set one with 'shipyard alias set {model.name} production VERSION'")
         return
@@ -137,9 +140,13 @@ def history(
     alias: Annotated[
         str | None, typer.Argument(metavar="ALIAS", help="Only this alias (default: every alias).")
     ] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Show every move of the aliases of NAME, oldest first: who, when, what, from and to which version."""
     moves = get_service().alias_history(name, alias)
+    if as_json:
+        print_json(moves)
+        return
     if not moves:
         which = f"{name}@{alias}" if alias else name
         say(f"no alias moves recorded for {which}")
@@ -163,7 +170,9 @@ def rollback(
     alias: Annotated[
         str | None,
         typer.Option(
-            "--alias", "-a", metavar="ALIAS",
+            "--alias",
+            "-a",
+            metavar="ALIAS",
             help="Move this alias back instead (default: undo the last change of what NAME serves).",
         ),
     ] = None,

@@ -3,7 +3,8 @@
 Errors never reach the user as tracebacks: a :class:`~shipyard.errors.ShipyardError` (whose message
 already says how to fix it) prints as one ``error: ...`` line on stderr with exit code 1, and any
 other exception as ``error: unexpected <Type>: ...``. ``SHIPYARD_DEBUG=1`` adds the traceback.
-Usage mistakes (unknown option, missing argument) stay Typer's, with exit code 2.
+Usage mistakes (unknown option, missing argument, bad value) print as one ``error: ... (try 'shipyard X
+--help')`` line with exit code 2 (:class:`~shipyard.cli.usage.ShipyardGroup`).
 """
 
 from __future__ import annotations
@@ -33,12 +34,14 @@ from shipyard.cli.predict import predict
 from shipyard.cli.report import report
 from shipyard.cli.serve import serve
 from shipyard.cli.train import train
+from shipyard.cli.usage import ShipyardGroup
 from shipyard.errors import ShipyardError
 
 DEBUG_ENV = "SHIPYARD_DEBUG"
 
 app = typer.Typer(
     name="shipyard",
+    cls=ShipyardGroup,
     help="Register, version, alias and score machine-learning models.\n\n"
     "The registry lives in $SHIPYARD_HOME (default ~/.shipyard); set SHIPYARD_REGISTRY_URL and "
     "SHIPYARD_ARTIFACTS_URL to use a shared database and artifact store.",
@@ -105,4 +108,4 @@ def run(argv: Sequence[str] | None = None) -> NoReturn:
         else:
             print_error(f"unexpected {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for the traceback)")
         sys.exit(1)
-    sys.exit(0)  # pragma: no cover - Typer's standalone mode always exits itself
+    sys.exit(0)  # pragma: no cover - ShipyardGroup.main always exits itself

@@ -48,61 +48,115 @@ def deploy(
     sticky: Annotated[
         str | None,
         typer.Option(
-            "--sticky", metavar="FIELD",
+            "--sticky",
+            metavar="FIELD",
             help="A/B or canary: keep each caller on one version by this request field (or X-Shipyard-Key header).",
         ),
     ] = None,
     canary: Annotated[
-        int | None, typer.Option("--canary", min=1, metavar="N", help="Start a canary of version N.",
-                                 rich_help_panel=_CANARY)
+        int | None,
+        typer.Option("--canary", min=1, metavar="N", help="Start a canary of version N.", rich_help_panel=_CANARY),
     ] = None,
     incumbent: Annotated[
         int | None,
-        typer.Option("--incumbent", min=1, metavar="N", help="Version the canary is compared with (default: the "
-                     "version served now).", rich_help_panel=_CANARY),
+        typer.Option(
+            "--incumbent",
+            min=1,
+            metavar="N",
+            help="Version the canary is compared with (default: the version served now).",
+            rich_help_panel=_CANARY,
+        ),
     ] = None,
     steps: Annotated[
-        str | None, typer.Option("--steps", metavar="PCT,...", help="Candidate shares, step by step (default: "
-                                 "5,25,50,100).", rich_help_panel=_CANARY)
+        str | None,
+        typer.Option(
+            "--steps",
+            metavar="PCT,...",
+            help="Candidate shares, step by step (default: 5,25,50,100).",
+            rich_help_panel=_CANARY,
+        ),
     ] = None,
     interval: Annotated[
-        str | None, typer.Option("--interval", metavar="DURATION", help="Time each step runs before the next, "
-                                 "e.g. 10m, 30s (default: 10m).", rich_help_panel=_CANARY)
+        str | None,
+        typer.Option(
+            "--interval",
+            metavar="DURATION",
+            help="Time each step runs before the next, e.g. 10m, 30s (default: 10m).",
+            rich_help_panel=_CANARY,
+        ),
     ] = None,
     max_error_rate: Annotated[
-        float | None, typer.Option("--max-error-rate", metavar="FRACTION", help="Roll back when the candidate's "
-                                   "error rate exceeds this, e.g. 0.01.", rich_help_panel=_CANARY)
+        float | None,
+        typer.Option(
+            "--max-error-rate",
+            metavar="FRACTION",
+            help="Roll back when the candidate's error rate exceeds this, e.g. 0.01.",
+            rich_help_panel=_CANARY,
+        ),
     ] = None,
     max_p99_ms: Annotated[
-        float | None, typer.Option("--max-p99-ms", metavar="MS", help="Roll back when the candidate's p99 latency "
-                                   "exceeds this.", rich_help_panel=_CANARY)
+        float | None,
+        typer.Option(
+            "--max-p99-ms",
+            metavar="MS",
+            help="Roll back when the candidate's p99 latency exceeds this.",
+            rich_help_panel=_CANARY,
+        ),
     ] = None,
     min_agreement: Annotated[
-        float | None, typer.Option("--min-agreement", metavar="FRACTION", help="Roll back when fewer of the "
-                                   "candidate's labels than this equal the incumbent's on the same rows.",
-                                   rich_help_panel=_CANARY)
+        float | None,
+        typer.Option(
+            "--min-agreement",
+            metavar="FRACTION",
+            help="Roll back when fewer of the candidate's labels than this equal the incumbent's on the same rows.",
+            rich_help_panel=_CANARY,
+        ),
     ] = None,
     min_requests: Annotated[
-        int | None, typer.Option("--min-requests", min=0, metavar="N", help="Candidate requests a step needs before "
-                                 "a guard may judge it (default: 50).", rich_help_panel=_CANARY)
+        int | None,
+        typer.Option(
+            "--min-requests",
+            min=0,
+            metavar="N",
+            help="Candidate requests a step needs before a guard may judge it (default: 50).",
+            rich_help_panel=_CANARY,
+        ),
     ] = None,
     check: Annotated[
-        str | None, typer.Option("--check", metavar="DURATION", help="How often the guards are evaluated "
-                                 "(default: 1s).", rich_help_panel=_CANARY)
+        str | None,
+        typer.Option(
+            "--check",
+            metavar="DURATION",
+            help="How often the guards are evaluated (default: 1s).",
+            rich_help_panel=_CANARY,
+        ),
     ] = None,
     shadow: Annotated[
-        int | None, typer.Option("--shadow", min=1, metavar="N", help="Copy traffic to version N after the primary "
-                                 "answered; its answers are logged, never returned.", rich_help_panel=_SHADOW)
+        int | None,
+        typer.Option(
+            "--shadow",
+            min=1,
+            metavar="N",
+            help="Copy traffic to version N after the primary answered; its answers are logged, never returned.",
+            rich_help_panel=_SHADOW,
+        ),
     ] = None,
     sample: Annotated[
-        float | None, typer.Option("--sample", metavar="FRACTION", help="Fraction of requests copied to the shadow "
-                                   "(default: 1).", rich_help_panel=_SHADOW)
+        float | None,
+        typer.Option(
+            "--sample",
+            metavar="FRACTION",
+            help="Fraction of requests copied to the shadow (default: 1).",
+            rich_help_panel=_SHADOW,
+        ),
     ] = None,
     alias: Annotated[
-        str | None, typer.Option("--alias", metavar="ALIAS", help="Stop splitting: follow ALIAS (e.g. production) "
-                                 "as without a deployment.")
+        str | None,
+        typer.Option(
+            "--alias", metavar="ALIAS", help="Stop splitting: follow ALIAS (e.g. production) as without a deployment."
+        ),
     ] = None,
-    reason: Annotated[str, typer.Option("--reason", metavar="TEXT", help="Why, for the history.")] = "",
+    reason: Annotated[str, typer.Option("--reason", metavar="REASON", help="Why, for the history.")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="show/history: print JSON.")] = False,
 ) -> None:
     """Route a model's traffic: pin a version, split A/B, run a canary, add a shadow; or show a deployment.
@@ -120,10 +174,21 @@ def deploy(
     Undo the last change with 'shipyard rollback fraud'.
     """
     options = {
-        "version": version, "ab": ab, "sticky": sticky, "canary": canary, "incumbent": incumbent, "steps": steps,
-        "interval": interval, "max_error_rate": max_error_rate, "max_p99_ms": max_p99_ms,
-        "min_agreement": min_agreement, "min_requests": min_requests, "check": check, "shadow": shadow,
-        "sample": sample, "alias": alias,
+        "version": version,
+        "ab": ab,
+        "sticky": sticky,
+        "canary": canary,
+        "incumbent": incumbent,
+        "steps": steps,
+        "interval": interval,
+        "max_error_rate": max_error_rate,
+        "max_p99_ms": max_p99_ms,
+        "min_agreement": min_agreement,
+        "min_requests": min_requests,
+        "check": check,
+        "shadow": shadow,
+        "sample": sample,
+        "alias": alias,
     }
     if len(words) == 2 and words[0] in VIEWS:
         given = [f"--{key.replace('_', '-')}" for key, value in options.items() if value is not None]
@@ -176,14 +241,27 @@ def show(service: ModelService, name: str, *, as_json: bool = False) -> None:
     versions = sorted(set(spec.versions()) | set(stats))
     if not versions:
         return
-    result = table("Version", "Role", "Traffic %", "Requests", "Errors", "Error rate", "p99 ms", "Agreement",
-                   title=f"Versions of {name} (revision {state.revision})")
+    result = table(
+        "Version",
+        "Role",
+        "Traffic %",
+        "Requests",
+        "Errors",
+        "Error rate",
+        "p99 ms",
+        "Agreement",
+        title=f"Versions of {name} (revision {state.revision})",
+    )
     for v in versions:
         c = stats.get(v)
         result.add_row(
-            cell(v), cell(_role(spec, v)), cell(_pct(weights.get(v))),
-            cell(c.requests if c else 0), cell(c.errors if c else 0),
-            cell(_ratio(c.error_rate()) if c else None), cell(_ms(c) if c else None),
+            cell(v),
+            cell(_role(spec, v)),
+            cell(_pct(weights.get(v))),
+            cell(c.requests if c else 0),
+            cell(c.errors if c else 0),
+            cell(_ratio(c.error_rate()) if c else None),
+            cell(_ms(c) if c else None),
             cell(_ratio(c.agreement()) if c else None),
         )
     console().print(result)
@@ -263,8 +341,14 @@ def history(service: ModelService, name: str, *, as_json: bool = False) -> None:
         return
     result = table("Rev", "When", "Who", "Action", "Deployment", "Reason", title=f"Deployment history of {name}")
     for state in states:
-        result.add_row(cell(state.revision), cell(when(state.at)), cell(state.actor), cell(state.action),
-                       cell(state.describe()), cell(state.reason))
+        result.add_row(
+            cell(state.revision),
+            cell(when(state.at)),
+            cell(state.actor),
+            cell(state.action),
+            cell(state.describe()),
+            cell(state.reason),
+        )
     console().print(result)
 
 
@@ -272,7 +356,7 @@ def apply(
     path: Annotated[
         Path, typer.Argument(metavar="FILE", help="YAML (or JSON) file: model name -> deployment.", show_default=False)
     ],
-    reason: Annotated[str, typer.Option("--reason", metavar="TEXT", help="Why, for the history.")] = "",
+    reason: Annotated[str, typer.Option("--reason", metavar="REASON", help="Why, for the history.")] = "",
 ) -> None:
     """Apply a declarative deployments file: each model's entry becomes its deployment.
 

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from shipyard.cli.common import get_service
-from shipyard.cli.output import cell, console, say, table, when
+from shipyard.cli.output import JsonFlag, cell, console, print_json, say, table, when
 from shipyard.errors import InvalidInput
 
 SCOPE_HELP = "predict (predictions and model metadata), feedback (/v1/feedback) or admin (everything)"
@@ -52,9 +52,13 @@ def create(
 @app.command("list")
 def list_keys(
     active: Annotated[bool, typer.Option("--active", help="Leave out revoked keys.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """List the API keys: name, key id, scopes, who created them and when, last use, revocation."""
     keys = get_service().list_keys(include_revoked=not active)
+    if as_json:
+        print_json(keys)
+        return
     if not keys:
         which = "active API keys" if active else "API keys yet"
         say(f"no {which}; create one with 'shipyard keys create --name NAME --scope predict'")

@@ -8,7 +8,20 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from shipyard.cli.common import get_service, parse_metrics, parse_pairs
-from shipyard.cli.output import cell, console, joined, number, pairs, say, size, table, when
+from shipyard.cli.output import (
+    JsonFlag,
+    cell,
+    console,
+    joined,
+    number,
+    pairs,
+    plain,
+    print_json,
+    say,
+    size,
+    table,
+    when,
+)
 from shipyard.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -19,6 +32,8 @@ if TYPE_CHECKING:
 SHA_SHOWN = 12
 FILES_SHOWN = 5
 TOP_SHOWN = 3
+VERSION_SUMMARY_LEAVES_OUT = ("profile", "seal", "input_example", "signature")
+"""Fields of a version left out of JSON version lists (``models show --json`` gives them for one version)."""
 
 app = typer.Typer(
     help="List, inspect and register models.",
@@ -28,9 +43,12 @@ app = typer.Typer(
 
 
 @app.command("list")
-def list_models() -> None:
+def list_models(as_json: JsonFlag = False) -> None:
     """List every registered model with its latest version and aliases."""
     registered = get_service().list_models()
+    if as_json:
+        print_json(registered)
+        return
     out = console()
     if not registered:
         say("No models registered yet. Try 'shipyard demo', or 'shipyard models register FILE --name NAME'.")
@@ -122,12 +140,18 @@ def profile_table(mv: ModelVersion) -> Table | str:
     profile: dict[str, Any] | None = mv.profile
     if not profile:
         return (
-            f"{mv.ref} has no reference profile: register it with training data (X=... or --example) "
-            "to monitor drift."
+            f"{mv.ref} has no reference profile: register it with training data (X=... or --example) to monitor drift."
         )
     rows = profile.get("rows", 0)
     result = table(
-        "Feature", "Kind", "Mean", "Std", "Min", "Max", "Top categories", "Missing",
+        "Feature",
+        "Kind",
+        "Mean",
+        "Std",
+        "Min",
+        "Max",
+        "Top categories",
+        "Missing",
         title=f"Reference profile of {mv.ref} ({rows:,} rows)",
     )
     entries: list[tuple[str, dict[str, Any]]] = list(profile.get("features", {}).items())
@@ -137,12 +161,25 @@ def profile_table(mv: ModelVersion) -> Table | str:
     for feature, entry in entries:
         missing = f"{entry.get('missing_rate', 0.0):.1%}"
         if entry.get("kind") == "categorical":
-            result.add_row(cell(feature), cell("categorical"), cell(""), cell(""), cell(""), cell(""),
-                           cell(top_categories(entry)), cell(missing))
+            result.add_row(
+                cell(feature),
+                cell("categorical"),
+                cell(""),
+                cell(""),
+                cell(""),
+                cell(""),
+                cell(top_categories(entry)),
+                cell(missing),
+            )
         else:
             moments = [entry.get(k) for k in ("mean", "std", "min", "max")]
-            result.add_row(cell(feature), cell("numeric"), *[cell("" if v is None else number(v)) for v in moments],
-                           cell(""), cell(missing))
+            result.add_row(
+                cell(feature),
+                cell("numeric"),
+                *[cell("" if v is None else number(v)) for v in moments],
+                cell(""),
+                cell(missing),
+            )
     return result
 
 
@@ -173,6 +210,7 @@ def show(
             "--version", "-v", min=1, metavar="N", help="Show the signature of this version (default: the newest)."
         ),
     ] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Show a model: its details, every version, and the signature and reference profile of the newest (or the
     version named)."""
@@ -188,6 +226,15 @@ def show(
     elif ref.version is not None or ref.alias is not None:
         chosen = service.resolve(ref)
 
+    if as_json:
+        print_json(
+            {
+                "model": plain(model),
+                "versions": [plain(v, leave_out=VERSION_SUMMARY_LEAVES_OUT) for v in versions],
+                "version": plain(chosen, leave_out=("seal",)) if chosen is not None else None,
+            }
+        )
+        return
     out = console()
     details = table("Field", "Value", title=f"Model {model.name}")
     details.add_row(cell("description"), cell(model.description))
@@ -213,9 +260,15 @@ def show(
 
 
 @app.command("versions")
-def versions(name: Annotated[str, typer.Argument(metavar="NAME", help="Model name, e.g. fraud.")]) -> None:
+def versions(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name, e.g. fraud.")], as_json: JsonFlag = False
+) -> None:
     """List every version of a model, newest first."""
-    console().print(versions_table(get_service().list_versions(name), title=f"Versions of {name}"))
+    found = get_service().list_versions(name)
+    if as_json:
+        print_json([plain(v, leave_out=VERSION_SUMMARY_LEAVES_OUT) for v in found])
+        return
+    console().print(versions_table(found, title=f"Versions of {name}"))
 
 
 @app.command("register")
@@ -265,7 +318,9 @@ def register(
         list[str] | None,
         typer.Option("--tag", metavar="KEY=VALUE", help="KEY=VALUE recorded with the version (repeatable)."),
     ] = None,
-    description: Annotated[str, typer.Option("--description", "-d", metavar="TEXT", help="What this version is.")] = "",
+    description: Annotated[
+        str, typer.Option("--description", "-d", metavar="DESCRIPTION", help="What this version is.")
+    ] = "",
 ) -> None:
     """Register a model file as the next version of NAME, with the signature of --example."""
     from shipyard.cli.files import read_table

@@ -7,39 +7,19 @@ from __future__ import annotations
 
 import json
 import math
-import re
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from shipyard.cli.common import get_service
+from shipyard.cli.common import get_service, renamed, since_window
 from shipyard.cli.output import cell, console, err_console, number, say, table
 from shipyard.errors import InvalidInput
 
 if TYPE_CHECKING:
     from shipyard.monitoring.monitor import MonitorReport
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$")
-_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 VERDICT_STYLE = {"ok": "green", "warn": "yellow", "alert": "bold red", "insufficient": "dim"}
-
-
-def parse_duration(text: str, option: str = "--window") -> timedelta:
-    """``90s``, ``15m``, ``1h``, ``2d``, ``1w`` as a timedelta.
-
-    >>> parse_duration("1h"), parse_duration("15min")
-    (datetime.timedelta(seconds=3600), datetime.timedelta(seconds=900))
-    >>> parse_duration("soon")
-    Traceback (most recent call last):
-    ...
-    shipyard.errors.InvalidInput: --window expects a duration such as 30m, 1h or 7d, got 'soon'
-    """
-    match = _DURATION.match(text)
-    if match is None or float(match.group(1)) <= 0:
-        raise InvalidInput(f"{option} expects a duration such as 30m, 1h or 7d, got {text!r}")
-    return timedelta(seconds=float(match.group(1)) * _SECONDS[match.group(2)])
 
 
 def json_safe(value: Any) -> Any:
@@ -66,22 +46,37 @@ def print_report(report: MonitorReport) -> None:
     out = console()
     version = f":{report.version}" if report.version is not None else ""
     drift = table(
-        "feature", "kind", "PSI", "test", "statistic", "p-value", "samples", "verdict",
+        "feature",
+        "kind",
+        "PSI",
+        "test",
+        "statistic",
+        "p-value",
+        "samples",
+        "verdict",
         title=f"{report.model}{version}: drift over the {report.window} ({report.rows} predictions)",
     )
     for d in report.drift:
         verdict = cell(d.verdict)
         verdict.stylize(VERDICT_STYLE.get(d.verdict, ""))
         drift.add_row(
-            cell(d.feature), cell(d.kind), cell(_figure(d.psi)), cell(d.test), cell(_figure(d.statistic)),
-            cell(_figure(d.p_value, ".3g")), cell(d.samples), verdict,
+            cell(d.feature),
+            cell(d.kind),
+            cell(_figure(d.psi)),
+            cell(d.test),
+            cell(_figure(d.statistic)),
+            cell(_figure(d.p_value, ".3g")),
+            cell(d.samples),
+            verdict,
         )
     out.print(drift)
     latency = table("version", "predictions", "requests", "p50 ms", "p95 ms", "p99 ms", title="latency and traffic")
     for v in sorted(set(report.traffic) | set(report.latency)):
         stats = report.latency.get(v, {})
         latency.add_row(
-            cell(v), cell(report.traffic.get(v, 0)), cell(int(stats.get("count", 0))),
+            cell(v),
+            cell(report.traffic.get(v, 0)),
+            cell(int(stats.get("count", 0))),
             *(cell(_figure(stats.get(k), ".2f")) for k in ("p50_ms", "p95_ms", "p99_ms")),
         )
     out.print(latency)
@@ -103,9 +98,11 @@ def print_report(report: MonitorReport) -> None:
 
 def monitor(
     name: Annotated[str, typer.Argument(metavar="NAME", help="Model name, e.g. fraud.")],
-    window: Annotated[
-        str | None, typer.Option("--window", help="Predictions of the last DURATION (30m, 1h, 7d).")
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Predictions since then: a DURATION ago (30m, 1h, 7d) or an ISO time."),
     ] = None,
+    window: Annotated[str | None, typer.Option("--window", hidden=True, help="Old name of --since.")] = None,
     last: Annotated[int | None, typer.Option("--last", help="The last N logged predictions.", min=1)] = None,
     version: Annotated[
         int | None, typer.Option("--version", help="Check this version (default: the newest in the window).")
@@ -135,7 +132,7 @@ def monitor(
     if psi_warn < 0 or psi_alert < psi_warn:
         raise InvalidInput(f"--psi-alert ({psi_alert:g}) must be at least --psi-warn ({psi_warn:g}), both >= 0")
     thresholds = DriftThresholds(psi_warn=psi_warn, psi_alert=psi_alert, p_value=p_value, min_samples=min_samples)
-    span = parse_duration(window) if window is not None else None
+    span = since_window(renamed("--since", since, "--window", window), "--since" if window is None else "--window")
     service = get_service()
     log = PredictionLog.from_settings(Settings(), config)
     report = run_monitor(service, log, name, window=span, last=last, version=version, thresholds=thresholds)

@@ -6,16 +6,23 @@ is shown as typed and never interpreted as markup.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 import sys
 from collections.abc import Iterable, Mapping
-from datetime import datetime
-from typing import Any
+from datetime import date, datetime
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 NONE = "-"
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON (one line) instead of a table.")]
+"""The ``--json`` flag every list and show command takes."""
 
 
 def console() -> Console:
@@ -115,3 +122,33 @@ def version_or_none(version: int | None) -> str:
 def say(text: str, *, err: bool = False) -> None:
     """Print one plain line (no markup, no wrapping), to stdout or, with ``err``, to stderr."""
     (err_console() if err else console()).print(text, markup=False, soft_wrap=True)
+
+
+def plain(value: Any, *, leave_out: Iterable[str] = ()) -> Any:
+    """``value`` as JSON-ready data: dataclasses as objects (without the fields in ``leave_out``), times as
+    ISO strings, tuples as lists, NaN and infinities as ``None``.
+
+    >>> from datetime import UTC
+    >>> plain({"at": datetime(2026, 1, 2, tzinfo=UTC), "v": (1, float("nan"))})
+    {'at': '2026-01-02T00:00:00+00:00', 'v': [1, None]}
+    """
+    skip = set(leave_out)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.name not in skip}
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [plain(v) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def print_json(value: Any) -> None:
+    """Print ``value`` (see :func:`plain`) as one line of JSON on stdout."""
+    sys.stdout.write(json.dumps(plain(value), allow_nan=False) + "\n")
+    sys.stdout.flush()

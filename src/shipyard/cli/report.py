@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from shipyard.cli.common import get_service
-from shipyard.cli.monitor import parse_duration
+from shipyard.cli.common import get_service, renamed, since_window
 from shipyard.cli.output import say
 from shipyard.errors import InvalidInput
 
@@ -20,8 +19,18 @@ if TYPE_CHECKING:
 CHART_BUCKETS = 60
 """About this many time buckets on the report's time charts."""
 STEPS = (
-    ("1s", 1), ("5s", 5), ("10s", 10), ("30s", 30), ("1min", 60), ("5min", 300), ("10min", 600),
-    ("30min", 1800), ("1h", 3600), ("6h", 21600), ("1D", 86400), ("7D", 604800),
+    ("1s", 1),
+    ("5s", 5),
+    ("10s", 10),
+    ("30s", 30),
+    ("1min", 60),
+    ("5min", 300),
+    ("10min", 600),
+    ("30min", 1800),
+    ("1h", 3600),
+    ("6h", 21600),
+    ("1D", 86400),
+    ("7D", 604800),
 )
 
 
@@ -44,12 +53,17 @@ def _thresholds(config: Path | None) -> DriftThresholds:
     from shipyard.serving.settings import ServeSettings
 
     monitoring = ServeSettings.from_file(config).monitoring
-    return DriftThresholds(psi_warn=monitoring.psi_warn, psi_alert=monitoring.psi_alert,
-                           p_value=monitoring.p_value, min_samples=monitoring.min_samples)
+    return DriftThresholds(
+        psi_warn=monitoring.psi_warn,
+        psi_alert=monitoring.psi_alert,
+        p_value=monitoring.p_value,
+        min_samples=monitoring.min_samples,
+    )
 
 
-def _series_since(log: PredictionLog, name: str, window: timedelta | None, last: int | None,
-                  version: int | None) -> datetime | None:
+def _series_since(
+    log: PredictionLog, name: str, window: timedelta | None, last: int | None, version: int | None
+) -> datetime | None:
     """Where the time charts start: the window's start, else the time of the oldest prediction looked at."""
     if window is not None:
         return datetime.now(UTC) - window
@@ -64,10 +78,17 @@ def _series_since(log: PredictionLog, name: str, window: timedelta | None, last:
 
 def report(
     name: Annotated[str, typer.Argument(help="The model, e.g. fraud.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.", dir_okay=False)],
-    window: Annotated[
-        str | None, typer.Option(help="Predictions of the last DURATION (30m, 1h, 7d).", show_default=False)
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", metavar="PATH", help="The HTML file to write.", dir_okay=False)
     ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Predictions since then: a DURATION ago (30m, 1h, 7d) or an ISO time."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", hidden=True, help="Old name of --output.", dir_okay=False)
+    ] = None,
+    window: Annotated[str | None, typer.Option("--window", hidden=True, help="Old name of --since.")] = None,
     last: Annotated[
         int | None, typer.Option(min=1, help="The last N predictions (default: everything logged).", show_default=False)
     ] = None,
@@ -85,17 +106,22 @@ def report(
     from shipyard.monitoring.monitor import monitor, timeseries
     from shipyard.monitoring.report import render_report
 
-    if window is not None and last is not None:
-        raise InvalidInput("give either --window or --last, not both")
+    out = renamed("--output", output, "--out", out)
+    if out is None:
+        raise typer.BadParameter("give the HTML file to write, e.g. --output report.html", param_hint="'--output'")
+    since_option = "--since" if window is None else "--window"
+    since_text = renamed("--since", since, "--window", window)
+    if since_text is not None and last is not None:
+        raise InvalidInput(f"give either {since_option} or --last, not both")
     if not out.parent.exists():
         raise InvalidInput(f"cannot write {out}: folder {out.parent} does not exist; create it first")
-    span = parse_duration(window) if window is not None else None
+    span = since_window(since_text, since_option)
     service = get_service()
     log = PredictionLog.from_settings(Settings(), config)
     result = monitor(service, log, name, window=span, last=last, version=version, thresholds=_thresholds(config))
-    since = _series_since(log, name, span, last, version)
-    every = chart_step(datetime.now(UTC) - since) if since is not None else "1min"
-    series = timeseries(log, name, since=since, every=every)
+    start = _series_since(log, name, span, last, version)
+    every = chart_step(datetime.now(UTC) - start) if start is not None else "1min"
+    series = timeseries(log, name, since=start, every=every)
     profile = getattr(service.resolve(f"{name}:{result.version}"), "profile", None) if result.version else None
     html = render_report(result, series, profile)
     try:
@@ -103,6 +129,8 @@ def report(
     except OSError as exc:
         raise InvalidInput(f"cannot write {out}: {exc.strerror or exc}") from None
     verdicts = ", ".join(f"{d.feature}={d.verdict}" for d in result.drift if d.verdict != "ok")
-    say(f"wrote {out} ({result.rows} predictions, {result.window}; "
+    say(
+        f"wrote {out} ({result.rows} predictions, {result.window}; "
         f"{len(result.drift)} features checked{': ' + verdicts if verdicts else ', all ok'}; "
-        f"{len(result.alerts)} alerts)")
+        f"{len(result.alerts)} alerts)"
+    )

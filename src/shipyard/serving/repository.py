@@ -170,6 +170,17 @@ def _inputs(served: ServedModel) -> Any:
     return signature.get("inputs") if signature else None
 
 
+def check_models_section(settings: ServeSettings, service: ModelService) -> None:
+    """Refuse ``models:`` entries (serve.yaml) that name no model this server can serve, with a "did you mean":
+    with refs, the models they name; without, every registered model (one may get a production alias later)."""
+    if not settings.models:
+        return
+    if settings.refs:
+        settings.check_model_names((ModelRef.parse(r).name for r in settings.refs), "served")
+    else:
+        settings.check_model_names((m.name for m in service.list_models()), "registered")
+
+
 class ModelRepository:
     """Loads the deployments, answers which ``ServedModel`` handles a request, and follows alias moves."""
 
@@ -198,6 +209,7 @@ class ModelRepository:
     # ------------------------------------------------------------------ start-up
     def plan(self) -> None:
         """Decide what to serve: the given refs, or every model with a production alias."""
+        check_models_section(self.settings, self.service)
         refs = [ModelRef.parse(r) for r in self.settings.refs]
         if not refs:
             models = self.service.list_models()

@@ -62,6 +62,11 @@ def serve(settings: ServeSettings, *, log_level: str = "info") -> None:
     import shutil
     import tempfile
 
+    if settings.models:  # a typo there is an error before anything starts, naming the file
+        from shipyard import connect
+        from shipyard.serving.repository import check_models_section
+
+        check_models_section(settings, connect())
     os.environ[SETTINGS_ENV] = settings.model_dump_json()
     metrics_dir = None
     if settings.workers > 1 and not os.environ.get(MULTIPROCESS_ENV):

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from shipyard.errors import InvalidInput
+
+DEFAULT_SOURCE = "serve config"
+"""How error messages name settings that were not read from a file."""
 
 
 class BatchSettings(BaseModel):
@@ -187,6 +192,30 @@ class ServeSettings(BaseModel):
     logging: LogSettings = Field(default_factory=LogSettings, description="The prediction log.")
     monitoring: MonitorSettings = Field(default_factory=MonitorSettings, description="The live monitor.")
 
+    _source: str = PrivateAttr(default=DEFAULT_SOURCE)
+
+    @property
+    def source(self) -> str:
+        """Where these settings were read from (the ``serve.yaml`` path), for error messages."""
+        return self._source
+
+    def check_model_names(self, known: Iterable[str], what: str = "served") -> None:
+        """Refuse ``models:`` entries for names not in ``known``, with a "did you mean" for a likely typo.
+
+        >>> ServeSettings.from_yaml_text("models: {fruad: {max_batch_size: 8}}").check_model_names(["fraud"])
+        Traceback (most recent call last):
+        ...
+        shipyard.errors.InvalidInput: serve config: models.fruad: no model 'fruad' is served; did you mean 'fraud'?
+        """
+        names = sorted(set(known))
+        problems = [
+            f"{self._source}: models.{name}: no model {name!r} is {what}{did_you_mean(name, names)}"
+            for name in self.models
+            if name not in names
+        ]
+        if problems:
+            raise InvalidInput("; ".join(problems))
+
     def batching_for(self, name: str) -> BatchSettings:
         """The batching settings of model ``name``."""
         return self.models.get(name, self.batching)
@@ -214,22 +243,37 @@ class ServeSettings(BaseModel):
 
     @classmethod
     def from_yaml_text(cls, text: str, **overrides: Any) -> ServeSettings:
-        """Settings from YAML text, with flag values laid over it."""
+        """Settings from YAML text, with flag values laid over it; every mistake is reported at once, unknown
+        keys with a "did you mean" (``serve.yaml: loging: unknown setting; did you mean 'logging'?``).
+
+        >>> ServeSettings.from_yaml_text("loging: {enabled: false}")
+        Traceback (most recent call last):
+        ...
+        shipyard.errors.InvalidInput: invalid serve settings: loging: unknown setting; did you mean 'logging'?
+        """
+        return cls.read_yaml(text, DEFAULT_SOURCE, overrides)
+
+    @classmethod
+    def read_yaml(cls, text: str, source: str, overrides: dict[str, Any]) -> ServeSettings:
+        """:meth:`from_yaml_text` for text read from ``source`` (a path), which error messages name."""
         import yaml
 
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
-            raise InvalidInput(f"the serve config is not valid YAML: {exc}") from None
+            raise InvalidInput(f"{source} is not valid YAML: {exc}") from None
         if not isinstance(data, dict):
-            raise InvalidInput("the serve config must be a mapping of settings, such as 'port: 8000'")
+            raise InvalidInput(f"{source} must be a mapping of settings, such as 'port: 8000'")
         from pydantic import ValidationError
 
         try:
-            return cls.model_validate({**data, **{k: v for k, v in overrides.items() if v is not None}})
+            settings = cls.model_validate({**data, **{k: v for k, v in overrides.items() if v is not None}})
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
-            raise InvalidInput(f"invalid serve settings: {problems}") from None
+            problems = "; ".join(_problem(cls, e["loc"], e["type"], e["msg"]) for e in exc.errors(include_url=False))
+            prefix = "invalid serve settings" if source == DEFAULT_SOURCE else source
+            raise InvalidInput(f"{prefix}: {problems}") from None
+        settings._source = source
+        return settings
 
     @classmethod
     def from_file(cls, path: Path, **overrides: Any) -> ServeSettings:
@@ -238,4 +282,38 @@ class ServeSettings(BaseModel):
             text = path.read_text()
         except OSError as exc:
             raise InvalidInput(f"cannot read the serve config {path}: {exc.strerror}") from None
-        return cls.from_yaml_text(text, **overrides)
+        return cls.read_yaml(text, str(path), overrides)
+
+
+def did_you_mean(word: str, choices: Sequence[str]) -> str:
+    """``; did you mean 'x'?`` for the closest of ``choices``, or the choices themselves when none is close.
+
+    >>> did_you_mean("fruad", ["fraud", "churn"]), did_you_mean("zzz", ["fraud", "churn"]), did_you_mean("x", [])
+    ("; did you mean 'fraud'?", ' (choose from churn, fraud)', '')
+    """
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f" (choose from {', '.join(sorted(choices))})" if choices else ""
+
+
+def _keys_at(model: Any, where: Sequence[Any]) -> list[str]:
+    """The setting names allowed at ``where`` (a path of keys below ``model``), through nested models and dicts."""
+    current = model
+    for part in where:
+        if isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
+            current = current.model_fields[part].annotation
+        elif get_origin(current) is dict:
+            current = get_args(current)[1]
+        else:
+            return []
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _problem(model: Any, loc: Sequence[Any], kind: str, message: str) -> str:
+    where = ".".join(map(str, loc))
+    if kind == "extra_forbidden" and loc:
+        return f"{where}: unknown setting{did_you_mean(str(loc[-1]), _keys_at(model, loc[:-1]))}"
+    return f"{where}: {message}"
