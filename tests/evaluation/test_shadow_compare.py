@@ -99,7 +99,7 @@ def write_log(
 
 def test_agreement_differences_confusion_and_latency_match_numpy(tmp_path: Path) -> None:
     seen = write_log(tmp_path, orphans=3)
-    report = shadow_report(PredictionLog(tmp_path), MODEL, top=5)
+    report = shadow_report(PredictionLog(tmp_path), MODEL, top=5, atol=1e-6)
     c = report.comparison
     a, b = np.array(seen.primary_pred), np.array(seen.shadow_pred)
     cells = np.abs(np.array(seen.primary_proba) - np.array(seen.shadow_proba))
@@ -216,7 +216,10 @@ def test_the_command_reads_the_log_of_a_serve_config_and_refuses_mixed_forms(hom
     config = tmp_path / "serve.yaml"
     config.write_text(f"logging:\n  path: {elsewhere}\n")
     assert (
-        run(home, "compare", "fraud", "--shadow", "--config", str(config)).ok().out.rstrip().endswith("<= atol 1e-06")
+        run(home, "compare", "fraud", "--shadow", "--config", str(config), "--atol", "1e-6")
+        .ok()
+        .out.rstrip()
+        .endswith("<= atol 1e-06")
     )
     for args, message in (
         (["fraud", "--shadow"], "no prediction log for model 'fraud'"),

@@ -18,7 +18,7 @@ from shipyard.cli.output import cell, console, say, table
 from shipyard.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from shipyard.evaluation.abtest import ABReport
+    from shipyard.evaluation.abtest import ABReport, ABRevision
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
 app = typer.Typer(help="A/B tests: compare the versions that share a model's live traffic.", no_args_is_help=True)
@@ -63,6 +63,12 @@ def report(
         str | None,
         typer.Option("--task", help="classification or regression (default: found from the log)."),
     ] = None,
+    revision: Annotated[
+        int | None,
+        typer.Option(
+            "--revision", min=1, help="Report on this A/B deployment revision (default: the newest A/B revision)."
+        ),
+    ] = None,
 ) -> None:
     """Per variant (version) of NAME's primary traffic: requests, share, latency p50/p95/p99, labelled rows and
     accuracy (MAE for regressors) with a confidence interval; then a significance test between the variants and a
@@ -70,26 +76,61 @@ def report(
 
     Accuracy comes from feedback labels (POST /v1/models/NAME/feedback) joined to predictions by request id.
     Rows the shadow version scored are left out.
+
+    By default the report covers the newest A/B deployment revision of NAME: only the traffic logged while it
+    ran, and only its variants (so versions served before the test do not count). --revision picks another A/B
+    revision; --since reports on everything logged since then instead (all versions, or --versions).
     """
     from shipyard.evaluation.abtest import ab_report
     from shipyard.monitoring.logs import parse_since
 
     if task is not None and task not in ("classification", "regression"):
         raise InvalidInput(f"--task must be classification or regression, got {task!r}")
+    if since and revision is not None:
+        raise InvalidInput("give either --since or --revision, not both")
+    start = parse_since(since) if since else None
+    wanted = parse_versions(versions)
+    window = f"last {since}" if since and since.strip()[-1:].isalpha() else (f"since {since}" if since else None)
+    run = _revision(name, revision) if since is None else None
+    if run is not None:
+        start, window = run.since, run.describe()
+        wanted = [v for v in wanted if v in run.versions] if wanted else list(run.versions)
+        if not wanted:
+            raise InvalidInput(
+                f"--versions {versions} are not variants of revision {run.revision} (versions "
+                f"{', '.join(map(str, run.versions))})"
+            )
     result = ab_report(
         open_log(config),
         name,
-        since=parse_since(since) if since else None,
-        versions=parse_versions(versions),
+        since=start,
+        until=run.until if run is not None else None,
+        versions=wanted,
         task=task,  # type: ignore[arg-type]
         confidence=confidence,
         min_labels=min_labels,
-        window=f"last {since}" if since and since.strip()[-1:].isalpha() else (f"since {since}" if since else None),
+        window=window,
     )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
     show(result)
+
+
+def _revision(name: str, revision: int | None) -> ABRevision | None:
+    """The A/B revision of NAME to report on (see :func:`~shipyard.evaluation.abtest.ab_revision`); ``None``
+    when the registry does not know NAME or it never had an A/B deployment (then: everything logged)."""
+    from shipyard.cli.common import get_service
+    from shipyard.errors import ModelNotFound
+    from shipyard.evaluation.abtest import ab_revision
+
+    try:
+        history = get_service().deployment_history(name)
+    except ModelNotFound:
+        if revision is not None:
+            raise
+        return None
+    return ab_revision(history, revision)
 
 
 def show(result: ABReport) -> None:

@@ -60,9 +60,14 @@ def compare(
         typer.Option("--config", "-c", help="With --shadow: serve.yaml whose logging section says where the log is."),
     ] = None,
     atol: Annotated[
-        float,
-        typer.Option("--atol", min=0.0, help="Largest absolute difference of probabilities (or predictions) allowed."),
-    ] = 1e-6,
+        float | None,
+        typer.Option(
+            "--atol",
+            min=0.0,
+            help="Largest absolute difference of probabilities (or predictions) allowed; default 1e-06, but with "
+            "--shadow a classifier's probabilities are checked only when given.",
+        ),
+    ] = None,
     min_agreement: Annotated[
         float,
         typer.Option("--min-agreement", min=0.0, max=1.0, help="Smallest share of rows with the same label allowed."),
@@ -111,7 +116,7 @@ def compare(
         ref_a,
         ref_b,
         data,
-        atol=atol,
+        atol=1e-6 if atol is None else atol,
         min_agreement=min_agreement,
         top=top,
         chunk_rows=chunk_rows,
@@ -132,7 +137,7 @@ def _run_shadow(
     columns: str | None,
     since: str | None,
     config: Path | None,
-    atol: float,
+    atol: float | None,
     min_agreement: float,
     top: int,
     as_json: bool,
@@ -160,6 +165,7 @@ def _run_shadow(
         ref.name,
         since=parse_since(since) if since else None,
         atol=atol,
+        atol_source="--atol",
         min_agreement=min_agreement,
         top=top,
         window=window,
@@ -185,14 +191,16 @@ def show_shadow(result: ShadowReport) -> None:
         ("window", result.window),
         ("task", comparison.task),
         ("versions (primary -> shadow)", pairs),
-        ("rows compared", f"{comparison.rows:,} ({result.coverage:.1%} of {_rows(result.primary_rows)} served)"),
+        ("rows served while the shadow ran", f"{result.served_rows:,} (of {_rows(result.primary_rows)} in the window)"),
+        ("rows the shadow scored", f"{result.shadow_rows:,} ({result.sampled:.1%} of the rows served meanwhile)"),
+        ("rows compared", f"{comparison.rows:,} ({result.coverage:.1%} of the rows served meanwhile)"),
         ("shadow rows without a primary", f"{result.unmatched:,}"),
         (agreement, f"{comparison.agreement:.6g} ({_rows(comparison.disagreements)} differ)"),
         (f"max abs {diff} diff", _number(comparison.max_abs_diff)),
         (f"mean abs {diff} diff", _number(comparison.mean_abs_diff)),
         ("latency p50 / p99 primary", f"{lat['primary']['p50_ms']:.2f} / {lat['primary']['p99_ms']:.2f} ms"),
         ("latency p50 / p99 shadow", f"{lat['shadow']['p50_ms']:.2f} / {lat['shadow']['p99_ms']:.2f} ms"),
-        ("thresholds", f"atol {comparison.atol:g}, min agreement {comparison.min_agreement:g}"),
+        ("thresholds", shadow_thresholds(result)),
     ]
     for key, value in rows:
         summary.add_row(key, cell(value))
@@ -203,7 +211,32 @@ def show_shadow(result: ShadowReport) -> None:
         out.print(_disagreements(comparison))
     for note in comparison.notes:
         say(f"note: {note}")
-    say(verdict_line(comparison))
+    say(shadow_verdict_line(result))
+
+
+def shadow_verdict_line(result: ShadowReport) -> str:
+    """:func:`verdict_line`, saying so when a classifier's probabilities were not held to a tolerance."""
+    comparison = result.comparison
+    if result.atol_source is not None or not comparison.passed:
+        return verdict_line(comparison)
+    line = f"PASS: labels agree on {comparison.agreement:.2%} of {comparison.rows:,} rows"
+    if comparison.max_abs_diff is not None:
+        line += (
+            f" (probabilities not checked: max absolute difference {comparison.max_abs_diff:.3g}; "
+            "give --atol to check them)"
+        )
+    return line
+
+
+def shadow_thresholds(result: ShadowReport) -> str:
+    """The tolerances a shadow verdict used and where the atol came from, e.g.
+    ``min agreement 1; probability atol: not checked (give --atol to check it)``."""
+    comparison = result.comparison
+    diff = "probability" if comparison.task == "classification" else "prediction"
+    agreement = f"min agreement {comparison.min_agreement:g}"
+    if result.atol_source is None:
+        return f"{agreement}; {diff} atol: not checked (give --atol to check it)"
+    return f"{agreement}; {diff} atol {comparison.atol:g} ({result.atol_source})"
 
 
 def show(result: Comparison) -> None:

@@ -107,12 +107,22 @@ def monitor(
     version: Annotated[
         int | None, typer.Option("--version", help="Check this version (default: the newest in the window).")
     ] = None,
-    psi_warn: Annotated[float, typer.Option("--psi-warn", help="PSI from which drift warns.")] = 0.1,
-    psi_alert: Annotated[float, typer.Option("--psi-alert", help="PSI from which drift alerts.")] = 0.2,
-    p_value: Annotated[float, typer.Option("--p-value", help="Significance level of the KS / chi2 tests.")] = 0.05,
+    psi_warn: Annotated[
+        float | None, typer.Option("--psi-warn", help="PSI from which drift warns (default: as the server, 0.1).")
+    ] = None,
+    psi_alert: Annotated[
+        float | None, typer.Option("--psi-alert", help="PSI from which drift alerts (default: as the server, 0.2).")
+    ] = None,
+    p_value: Annotated[
+        float | None,
+        typer.Option("--p-value", help="Significance level of the KS / chi2 tests (default: as the server, 0.05)."),
+    ] = None,
     min_samples: Annotated[
-        int, typer.Option("--min-samples", help="Fewer live values than this: no verdict.", min=1)
-    ] = 100,
+        int | None,
+        typer.Option(
+            "--min-samples", help="Fewer live values than this: no verdict (default: as the server, 100).", min=1
+        ),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="serve.yaml whose logging section says where the log is.")
     ] = None,
@@ -120,18 +130,28 @@ def monitor(
 ) -> None:
     """Drift per feature (PSI, KS / chi2), latency and live accuracy of NAME's logged predictions.
 
-    Exits with 1 when any alert fires, 0 otherwise.
+    Exits with 1 when any alert fires, 0 otherwise. The thresholds are the server's: the monitoring section of
+    --config serve.yaml (else the defaults), each overridden by its option when given.
     """
     from shipyard.config import Settings
     from shipyard.evaluation.drift import DriftThresholds
     from shipyard.monitoring.logs import PredictionLog
     from shipyard.monitoring.monitor import monitor as run_monitor
 
-    if not 0.0 < p_value < 1.0:
-        raise InvalidInput(f"--p-value must be between 0 and 1, got {p_value:g}")
-    if psi_warn < 0 or psi_alert < psi_warn:
-        raise InvalidInput(f"--psi-alert ({psi_alert:g}) must be at least --psi-warn ({psi_warn:g}), both >= 0")
-    thresholds = DriftThresholds(psi_warn=psi_warn, psi_alert=psi_alert, p_value=p_value, min_samples=min_samples)
+    section = None
+    if config is not None:
+        from shipyard.serving.settings import ServeSettings
+
+        section = ServeSettings.from_file(config).monitoring
+    thresholds = DriftThresholds.from_settings(
+        section, psi_warn=psi_warn, psi_alert=psi_alert, p_value=p_value, min_samples=min_samples
+    )
+    if not 0.0 < thresholds.p_value < 1.0:
+        raise InvalidInput(f"--p-value must be between 0 and 1, got {thresholds.p_value:g}")
+    if thresholds.psi_warn < 0 or thresholds.psi_alert < thresholds.psi_warn:
+        raise InvalidInput(
+            f"--psi-alert ({thresholds.psi_alert:g}) must be at least --psi-warn ({thresholds.psi_warn:g}), both >= 0"
+        )
     span = since_window(renamed("--since", since, "--window", window), "--since" if window is None else "--window")
     service = get_service()
     log = PredictionLog.from_settings(Settings(), config)

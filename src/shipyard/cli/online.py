@@ -35,10 +35,16 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as one JSON object.")] = False,
 ) -> None:
     """Offsets, rolling metric, snapshot and promoted versions, pause flag, lease and alerts of NAME."""
+    from shipyard.online.events import OnlineSettings
+    from shipyard.online.status import pending_reason
+
     s = _store().status(name)
+    reason = pending_reason(s, OnlineSettings())
     if as_json:
         data = asdict(s)
         data["lease_expires_at"] = s.lease_expires_at.isoformat() if s.lease_expires_at else None
+        data["oldest_pending_at"] = s.oldest_pending_at.isoformat() if s.oldest_pending_at else None
+        data["pending_reason"] = reason
         typer.echo(json.dumps(data))
         return
     metric = "-" if s.metric is None else f"{s.metric:.4f}"
@@ -47,6 +53,7 @@ def status(
     for field, value in (
         ("events", f"{s.last_offset} received, {s.applied_offset} applied, {s.committed_offset} committed, "
                    f"{s.pending} pending"),
+        ("pending", reason),
         (f"rolling {s.metric_name or 'metric'}", metric),
         ("versions", f"base {s.base_version}, last snapshot {s.last_snapshot_version}, "
                      f"promoted {s.promoted_version} ({promoted})"),
@@ -97,11 +104,13 @@ def learn(
     snapshot_every: Annotated[int, typer.Option(min=1, help="Snapshot after this many events.")] = 1000,
     snapshot_seconds: Annotated[float, typer.Option(min=0.01, help="...or after this many seconds.")] = 30.0,
     batch: Annotated[int, typer.Option(min=1, help="Events learnt per partial_fit block.")] = 100,
+    max_wait: Annotated[float, typer.Option(
+        min=0.01, help="Learn events short of a whole block once they waited this many seconds.")] = 5.0,
     floor: Annotated[float | None, typer.Option(help="Live metric floor that rolls production back.")] = None,
 ) -> None:
     """Run the learner of NAME in the foreground until Ctrl-C (the server's workers also run one)."""
     from shipyard.online.__main__ import main
 
     options = ["--snapshot-every", str(snapshot_every), "--snapshot-seconds", str(snapshot_seconds),
-               "--batch", str(batch)]
+               "--batch", str(batch), "--max-wait-seconds", str(max_wait)]
     main([name, *options, *(["--floor", str(floor)] if floor is not None else [])])

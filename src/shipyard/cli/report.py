@@ -52,13 +52,7 @@ def _thresholds(config: Path | None) -> DriftThresholds:
         return DriftThresholds()
     from shipyard.serving.settings import ServeSettings
 
-    monitoring = ServeSettings.from_file(config).monitoring
-    return DriftThresholds(
-        psi_warn=monitoring.psi_warn,
-        psi_alert=monitoring.psi_alert,
-        p_value=monitoring.p_value,
-        min_samples=monitoring.min_samples,
-    )
+    return DriftThresholds.from_settings(ServeSettings.from_file(config).monitoring)
 
 
 def _series_since(

@@ -33,12 +33,15 @@ from shipyard.errors import InvalidInput
 
 if TYPE_CHECKING:
     from shipyard.monitoring.logs import PredictionLog
+    from shipyard.registry.entities import DeploymentState
 
 __all__ = [
     "ABReport",
+    "ABRevision",
     "SignificanceTest",
     "VariantStats",
     "ab_report",
+    "ab_revision",
     "chi_squared_test",
     "decide",
     "mean_interval",
@@ -221,8 +224,10 @@ def ab_report(
     confidence: float = 0.95,
     min_labels: int = 100,
     window: str | None = None,
+    until: dt.datetime | None = None,
 ) -> ABReport:
-    """Compare the versions that served ``model``'s primary traffic since ``since`` (see the module docs).
+    """Compare the versions that served ``model``'s primary traffic since ``since`` (and before ``until``;
+    see :func:`ab_revision` for one deployment revision's window and variants; and the module docs).
 
     ``versions`` keeps only those versions; ``task`` is found from the log when not given (rows with
     probabilities, or few distinct whole-number predictions: classification). ``window`` describes the
@@ -236,6 +241,8 @@ def ab_report(
     where = f"route <> '{SHADOW_ROUTE}'"
     if versions:
         where += " AND version IN (" + ", ".join(str(int(v)) for v in versions) + ")"
+    if until is not None:
+        where += f" AND ts < '{until.astimezone(dt.UTC).isoformat()}'::TIMESTAMPTZ"
     traffic = log.query(model, _TRAFFIC_SQL.format(where=where), since=since).to_pylist()
     described = window or ("since " + since.isoformat(timespec="seconds") if since is not None else "everything logged")
     if not traffic:
@@ -257,6 +264,52 @@ def ab_report(
                      (p50, p95, p99), task, score, confidence)
         )  # fmt: skip
     return decide(model, described, task, variants, confidence=confidence, min_labels=min_labels)
+
+
+@dataclass(frozen=True)
+class ABRevision:
+    """The window and variants of one A/B deployment revision: traffic logged from ``since`` to ``until``
+    (``None``: still running) by ``versions``."""
+
+    revision: int
+    since: dt.datetime
+    until: dt.datetime | None
+    versions: tuple[int, ...]
+
+    def describe(self) -> str:
+        """The window in words, e.g. ``deployment revision 4 (versions 3, 4) since 2026-01-01T10:00:00+00:00``."""
+        versions = ", ".join(map(str, self.versions))
+        since = self.since.isoformat(timespec="seconds")
+        text = f"deployment revision {self.revision} (versions {versions}) since {since}"
+        return text if self.until is None else f"{text} until {self.until.isoformat(timespec='seconds')}"
+
+
+def ab_revision(history: Sequence[DeploymentState], revision: int | None = None) -> ABRevision | None:
+    """The A/B revision to report on: ``revision`` (which must be an A/B deployment), else the newest A/B
+    revision of ``history`` (oldest first); ``None`` when the model never had an A/B deployment.
+
+    Its traffic starts when that revision was written and ends when the next revision was (so a report
+    never mixes in the versions served before or after the test).
+    """
+    from shipyard.errors import NotFound
+
+    for index in range(len(history) - 1, -1, -1):
+        state = history[index]
+        if revision is not None and state.revision != revision:
+            continue
+        spec = state.deployment_spec()
+        if spec is None or spec.kind != "ab":
+            if revision is None:
+                continue
+            raise InvalidInput(
+                f"revision {revision} of {state.model!r} is {state.describe()!r}, not an A/B test; "
+                f"see 'shipyard deploy history {state.model}' for the A/B revisions"
+            )
+        until = history[index + 1].at if index + 1 < len(history) else None
+        return ABRevision(state.revision, state.at, until, tuple(v.version for v in spec.variants))
+    if revision is not None:
+        raise NotFound(f"no deployment revision {revision}; see 'shipyard deploy history' for the revisions")
+    return None
 
 
 def decide(

@@ -37,19 +37,69 @@ import pandas as pd
 
 from shipyard.errors import InvalidInput
 from shipyard.evaluation.profile import is_categorical
+from shipyard.evaluation.thresholds import DEFAULT_THRESHOLDS, DriftThresholds
+
+__all__ = [
+    "DriftThresholds",
+    "FeatureDrift",
+    "drift_report",
+    "drift_sentence",
+    "drift_threshold",
+    "feature_drift",
+    "format_psi",
+    "psi",
+    "verdict",
+]
 
 PSI_EPSILON = 1e-4
 OTHER = "other"
 
 
-@dataclass(frozen=True)
-class DriftThresholds:
-    """When a feature's drift warns or alerts (see the module docstring for the rule)."""
+PSI_DIGITS = 3
+"""Every surface shows a PSI rounded to this many decimals (:func:`format_psi`)."""
 
-    psi_warn: float = 0.1
-    psi_alert: float = 0.2
-    p_value: float = 0.05
-    min_samples: int = 100
+
+def format_psi(value: float | None) -> str:
+    """A PSI as every surface shows it.
+
+    >>> format_psi(0.12449), format_psi(None)
+    ('0.124', '-')
+    """
+    return "-" if value is None else f"{value:.{PSI_DIGITS}f}"
+
+
+def drift_threshold(drift: FeatureDrift, thresholds: DriftThresholds) -> float:
+    """The PSI threshold behind a verdict: ``psi_alert`` when the PSI reached it, else ``psi_warn`` (an alert
+    there needs a significant test too)."""
+    if drift.psi is not None and drift.psi >= thresholds.psi_alert:
+        return thresholds.psi_alert
+    return thresholds.psi_warn
+
+
+def drift_sentence(drift: FeatureDrift, thresholds: DriftThresholds) -> str:
+    """Why a feature's verdict is what it is, in one line, the same on every surface.
+
+    >>> d = FeatureDrift("channel", "categorical", 800, 0.1245, "chi2", 30.0, 0.001, 0.0, "alert", [], [], [])
+    >>> print(drift_sentence(d, DriftThresholds()))
+    channel: alert: PSI 0.124 >= warn threshold 0.1 and chi2 p-value 0.001 < 0.05 (alert at PSI 0.2 alone), 800 values
+    """
+    p_value = "-" if drift.p_value is None else f"{drift.p_value:.3g}"
+    psi_text = format_psi(drift.psi)
+    head = f"{drift.feature}: {drift.verdict}: "
+    if drift.verdict == "insufficient":
+        return f"{head}{drift.samples} values, fewer than {thresholds.min_samples}"
+    significant = drift.p_value is not None and drift.p_value < thresholds.p_value
+    test = f"{drift.test} p-value {p_value} {'<' if significant else '>='} {thresholds.p_value:g}"
+    if drift.psi is not None and drift.psi >= thresholds.psi_alert:
+        why = f"PSI {psi_text} >= alert threshold {thresholds.psi_alert:g}, {test}"
+    elif drift.psi is not None and drift.psi >= thresholds.psi_warn:
+        why = (
+            f"PSI {psi_text} >= warn threshold {thresholds.psi_warn:g} and {test} "
+            f"(alert at PSI {thresholds.psi_alert:g} alone)"
+        )
+    else:
+        why = f"PSI {psi_text} < warn threshold {thresholds.psi_warn:g}, {test}"
+    return f"{head}{why}, {drift.samples} values"
 
 
 @dataclass(frozen=True)
@@ -105,7 +155,7 @@ def feature_drift(
     name: str,
     entry: dict[str, Any],
     live: pd.Series | np.ndarray | Sequence[Any],
-    thresholds: DriftThresholds = DriftThresholds(),
+    thresholds: DriftThresholds = DEFAULT_THRESHOLDS,
 ) -> FeatureDrift:
     """Compare the live values of one feature with its profile ``entry``."""
     series = (
@@ -124,7 +174,7 @@ def feature_drift(
 
 
 def drift_report(
-    profile: dict[str, Any], live: pd.DataFrame, thresholds: DriftThresholds = DriftThresholds()
+    profile: dict[str, Any], live: pd.DataFrame, thresholds: DriftThresholds = DEFAULT_THRESHOLDS
 ) -> list[FeatureDrift]:
     """Drift of every profiled feature present in ``live``, then of ``prediction`` and ``probabilities``.
 

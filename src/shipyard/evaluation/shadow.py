@@ -62,9 +62,16 @@ QUALIFY row_number() OVER (PARTITION BY s.request_id, s.ts ORDER BY abs(epoch(s.
 ORDER BY s.ts, s.request_id
 """
 _COUNTS_SQL = f"""
-SELECT count_if(route = '{SHADOW_ROUTE}') AS shadow_rows, count_if(route <> '{SHADOW_ROUTE}') AS primary_rows
+WITH started AS (
+    SELECT min(p.ts) AS ts FROM predictions p JOIN predictions s USING (request_id)
+    WHERE s.route = '{SHADOW_ROUTE}' AND p.route <> '{SHADOW_ROUTE}'
+)
+SELECT count_if(route = '{SHADOW_ROUTE}') AS shadow_rows, count_if(route <> '{SHADOW_ROUTE}') AS primary_rows,
+       count_if(route <> '{SHADOW_ROUTE}' AND ts >= (SELECT ts FROM started)) AS served_rows
 FROM predictions
 """
+DEFAULT_ATOL = 1e-6
+"""The tolerance of a regressor's predictions when none is given."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +81,11 @@ class ShadowReport:
     ``pairs`` counts the compared rows per (primary version, shadow version); ``latency`` has one summary
     (``requests``, ``p50_ms``, ``p95_ms``, ``p99_ms``) for ``"primary"`` and for ``"shadow"`` over the same
     requests; ``unmatched`` is the shadow rows of the window with no primary row (e.g. the primary row was
-    logged before the window began, or dropped by a full log buffer).
+    logged before the window began, or dropped by a full log buffer). ``primary_rows`` counts every primary
+    row of the window, ``served_rows`` those served while the shadow ran (from the first request it copied
+    on: the rows it could sample), ``shadow_rows`` the rows the shadow scored. ``atol_source`` says where
+    the tolerance came from (``"default"``, ``"--atol"``...), ``None`` when no tolerance was checked (a
+    classifier's verdict is its label agreement unless a probability tolerance is given).
     """
 
     model: str
@@ -85,6 +96,8 @@ class ShadowReport:
     shadow_rows: int
     unmatched: int
     latency: dict[str, dict[str, float]]
+    served_rows: int = 0
+    atol_source: str | None = "default"
 
     @property
     def passed(self) -> bool:
@@ -93,8 +106,13 @@ class ShadowReport:
 
     @property
     def coverage(self) -> float:
-        """Compared rows per primary row of the window (about the shadow's sample rate, minus drops)."""
-        return self.comparison.rows / self.primary_rows if self.primary_rows else 0.0
+        """Compared rows per row served while the shadow ran (about its sample rate, minus drops)."""
+        return self.comparison.rows / self.served_rows if self.served_rows else 0.0
+
+    @property
+    def sampled(self) -> float:
+        """Rows the shadow scored per row served while it ran (its sample rate as logged)."""
+        return self.shadow_rows / self.served_rows if self.served_rows else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: the comparison's fields plus the shadow's own."""
@@ -102,11 +120,15 @@ class ShadowReport:
             "model": self.model,
             "window": self.window,
             **self.comparison.to_dict(),
+            "atol": self.comparison.atol if self.atol_source is not None else None,
             "pairs": [{"primary": p, "shadow": s, "rows": n} for p, s, n in self.pairs],
             "primary_rows": self.primary_rows,
             "shadow_rows": self.shadow_rows,
+            "served_rows": self.served_rows,
             "unmatched": self.unmatched,
             "coverage": self.coverage,
+            "sampled": self.sampled,
+            "atol_source": self.atol_source,
             "latency": {
                 side: {k: _json_value(v) for k, v in figures.items()} for side, figures in self.latency.items()
             },
@@ -118,24 +140,31 @@ def shadow_report(
     model: str,
     *,
     since: dt.datetime | None = None,
-    atol: float = 1e-6,
+    atol: float | None = None,
     min_agreement: float = 1.0,
     top: int = 10,
     task: Task | None = None,
     window: str | None = None,
+    atol_source: str = "argument",
 ) -> ShadowReport:
     """Compare ``model``'s shadow rows since ``since`` with the primary rows of the same requests.
+
+    The verdict of a classifier is its label agreement (at least ``min_agreement``); its probabilities are
+    held to ``atol`` only when one is given (a shadow of another version is expected to differ in them).
+    A regressor's predictions agree within ``atol`` (default :data:`DEFAULT_ATOL`). ``atol_source`` names
+    where a given ``atol`` came from, for the report.
 
     Raises :class:`~shipyard.errors.NotFound` when the model has no log or no shadow row pairs with a primary
     row in the window, :class:`~shipyard.errors.InvalidInput` for options out of range.
     """
     from shipyard.monitoring.monitor import NoPredictions
 
-    _check(atol, min_agreement, top)
+    _check(DEFAULT_ATOL if atol is None else atol, min_agreement, top)
     started = time.perf_counter()
     described = window or ("since " + since.isoformat(timespec="seconds") if since is not None else "everything logged")
     counts = log.query(model, _COUNTS_SQL, since=since).to_pylist()[0]
     primary_rows, shadow_rows = int(counts["primary_rows"] or 0), int(counts["shadow_rows"] or 0)
+    served_rows = int(counts["served_rows"] or 0)
     if shadow_rows == 0:
         raise NoPredictions(
             f"no shadow predictions of {model!r} in the prediction log ({described}); deploy a shadow version "
@@ -149,6 +178,10 @@ def shadow_report(
         )
     frame = paired.to_pandas()
     task = task or task_from_log(log, model, since, f"route = '{SHADOW_ROUTE}'")
+    checked = atol is not None or task == "regression"
+    source: str | None = (atol_source if atol is not None else "default") if checked else None
+    if atol is None:
+        atol = DEFAULT_ATOL if task == "regression" else math.inf
     tally = _tally(frame, task, atol, paired)
     reasons = []
     if tally.agreement < min_agreement:
@@ -195,6 +228,8 @@ def shadow_report(
         shadow_rows=shadow_rows,
         unmatched=shadow_rows - len(frame),
         latency=_latency(frame),
+        served_rows=served_rows,
+        atol_source=source,
     )
 
 

@@ -202,7 +202,7 @@ class LiveMonitor:
         return self._profiles[key]
 
     def _check_drift(self, key: Key, table: pa.Table) -> list[Alert]:
-        from shipyard.evaluation.drift import drift_report
+        from shipyard.evaluation.drift import drift_report, drift_sentence, drift_threshold
 
         profile = self._profile(key)
         if profile is None:
@@ -219,9 +219,10 @@ class LiveMonitor:
         for d in drift:
             over = None if d.verdict == "insufficient" else d.verdict == "alert"
             if self.crossings.update(("drift", *key, d.feature), over):
-                psi = d.psi or 0.0
-                threshold = self.thresholds.psi_alert if psi >= self.thresholds.psi_alert else self.thresholds.psi_warn
-                alerts.append(Alert(key[0], key[1], "drift", psi, threshold, d.verdict, _now(), feature=d.feature))
+                alerts.append(Alert(
+                    key[0], key[1], "drift", d.psi or 0.0, drift_threshold(d, self.thresholds), d.verdict, _now(),
+                    feature=d.feature, reason=drift_sentence(d, self.thresholds),
+                ))  # fmt: skip
         return alerts
 
     def _check_accuracy(self) -> list[Alert]:

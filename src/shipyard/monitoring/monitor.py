@@ -8,7 +8,7 @@ stored with the version at registration; :func:`timeseries` buckets the same log
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
@@ -49,6 +49,8 @@ class MonitorReport:
     """Version -> predictions (rows) logged."""
     alerts: list[str] = field(default_factory=list)
     """One sentence per alert; empty: healthy."""
+    thresholds: dict[str, float] = field(default_factory=dict)
+    """The drift thresholds the verdicts used (``psi_warn``, ``psi_alert``, ``p_value``, ``min_samples``)."""
 
     @property
     def healthy(self) -> bool:
@@ -67,6 +69,7 @@ class MonitorReport:
             "latency": {str(k): v for k, v in self.latency.items()},
             "traffic": {str(k): v for k, v in self.traffic.items()},
             "alerts": self.alerts,
+            "thresholds": self.thresholds,
         }
 
 
@@ -161,17 +164,9 @@ def latency_summary(latency_ms: Any) -> dict[str, float]:
 
 def drift_alerts(drift: Sequence[FeatureDrift], thresholds: DriftThresholds) -> list[str]:
     """One sentence per feature whose verdict is ``alert``."""
-    sentences = []
-    for d in drift:
-        if d.verdict != "alert":
-            continue
-        psi = "-" if d.psi is None else f"{d.psi:.3f}"
-        p_value = "-" if d.p_value is None else f"{d.p_value:.3g}"
-        sentences.append(
-            f"{d.feature}: PSI {psi} (alert at {thresholds.psi_alert:g}), {d.test} p-value {p_value} "
-            f"on {d.samples} values"
-        )
-    return sentences
+    from shipyard.evaluation.drift import drift_sentence
+
+    return [drift_sentence(d, thresholds) for d in drift if d.verdict == "alert"]
 
 
 def drift_frame(frame: pd.DataFrame, profile: dict[str, Any], skip: Collection[str] = ()) -> pd.DataFrame:
@@ -250,6 +245,7 @@ def monitor(
         latency=latency,
         traffic=traffic,
         alerts=drift_alerts(drift, thresholds),
+        thresholds=asdict(thresholds),
     )
 
 

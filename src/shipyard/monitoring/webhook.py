@@ -35,6 +35,8 @@ class Alert:
     """When it was detected, ISO 8601 in UTC."""
     feature: str | None = None
     metric: str | None = None
+    reason: str | None = None
+    """Why, in the words ``shipyard monitor`` uses (drift: :func:`~shipyard.evaluation.drift.drift_sentence`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON body of the webhook post."""
@@ -46,6 +48,8 @@ class Alert:
         >>> Alert("fraud", 3, "drift", 0.31, 0.2, "alert", "2024-05-01T12:00:00+00:00", feature="amount").sentence()
         'fraud:3: drift of amount: 0.31 (threshold 0.2)'
         """
+        if self.reason is not None:
+            return f"{self.model}:{self.version}: {self.kind} of {self.reason}"
         subject = f"drift of {self.feature}" if self.kind == "drift" else f"live {self.metric}"
         return f"{self.model}:{self.version}: {subject}: {self.value:.4g} (threshold {self.threshold:.4g})"
 

@@ -35,7 +35,9 @@ class OnlineSettings:
     alias goes back to the last good snapshot (accuracy below it, or MAE above it). ``window`` events
     make the rolling metric. Events are learnt in blocks of ``batch`` offsets (aligned from the last
     reset), so the learnt model is the same whatever the timing, crashes or takeovers; ``batch=1``
-    learns every event as soon as it arrives.
+    learns every event as soon as it arrives. Events short of a whole block are learnt once they have
+    waited ``max_wait_seconds`` (as one smaller block, snapshotted at once so that a replay after a crash
+    starts from that boundary and still equals the live model).
     """
 
     snapshot_every: int = 1000
@@ -46,12 +48,13 @@ class OnlineSettings:
     window: int = 1000
     poll_seconds: float = 0.2
     batch: int = 100
+    max_wait_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         for name in ("snapshot_every", "window", "batch"):
             if getattr(self, name) < 1:
                 raise InvalidInput(f"online setting {name} must be at least 1, got {getattr(self, name)}")
-        for name in ("snapshot_seconds", "lease_seconds", "poll_seconds"):
+        for name in ("snapshot_seconds", "lease_seconds", "poll_seconds", "max_wait_seconds"):
             if getattr(self, name) <= 0:
                 raise InvalidInput(f"online setting {name} must be positive, got {getattr(self, name)}")
         if self.tolerance < 0:

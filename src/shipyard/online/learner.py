@@ -86,6 +86,7 @@ class Learner:
         self._held_until = 0.0  # monotonic time until which the lease is surely ours
         self._renewed_at = -1e9
         self._snapshot_at = time.monotonic()
+        self._partial_at: float | None = None  # when the learner first saw events short of a whole block
         self._degraded = False
         self._reported = -1  # the applied offset the last heartbeat wrote
         self._names: adapt.FeatureNames | None = None  # taken off self.model (and self.served): blocks are arrays
@@ -110,7 +111,8 @@ class Learner:
 
     def step(self, max_events: int = 10_000) -> int:
         """If this learner holds (or can take) the lease, apply up to ``max_events`` pending events (whole
-        blocks of ``settings.batch``), snapshot if due, and return how many events were applied.
+        blocks of ``settings.batch``, and the rest once it has waited ``settings.max_wait_seconds``), snapshot
+        if due, and return how many events were applied.
         """
         if not self._hold():
             self.model = None
@@ -136,8 +138,19 @@ class Learner:
                 if not self._hold():
                     self.model = None
                     return end
+        partial = len(offsets) - whole if len(offsets) < limit else 0
+        flushed = 0
+        if not partial:
+            self._partial_at = None
+        elif self._partial_at is None or whole:
+            self._partial_at = time.monotonic()  # the wait starts when the learner first sees them
+        elif time.monotonic() - self._partial_at >= self.settings.max_wait_seconds:
+            flushed = self._flush(partial)
+            if self.model is None:
+                return whole
+            whole += flushed
         since = self.applied - self.committed
-        if since and (since >= self.settings.snapshot_every
+        if since and (flushed or since >= self.settings.snapshot_every
                       or time.monotonic() - self._snapshot_at >= self.settings.snapshot_seconds):
             self.snapshot()
         elif len(offsets) < limit and self.applied != self._reported:
@@ -148,6 +161,18 @@ class Learner:
                 return whole
         self._check_floor()
         return whole
+
+    def _flush(self, count: int) -> int:
+        """Learn the ``count`` events short of a whole block that waited ``max_wait_seconds``, as one block."""
+        offsets, rows, labels = self.store.event_columns(self.name, self.applied, count)
+        if not offsets:
+            return 0
+        rows, X = self._features(rows)
+        self._apply(offsets[-1], X, rows, labels, self._served(X, rows))
+        self._partial_at = None
+        if not self._hold():
+            self.model = None
+        return len(offsets)
 
     def release(self) -> None:
         """Give the lease up now, so that another learner can take over at once."""

@@ -277,8 +277,12 @@ class OnlineStore:
             alerts = int(conn.execute(
                 select(func.count()).select_from(online_alerts).where(online_alerts.c.model_id == facts.model_id)
             ).scalar_one())
+            applied = max(int(row["applied_offset"]), int(row["committed_offset"]))
+            oldest = conn.execute(
+                select(online_events.c.created_at)
+                .where(online_events.c.model_id == facts.model_id, online_events.c.offset == applied + 1)
+            ).scalar()
         metric = {"classification": "accuracy", "regression": "mae"}.get(facts.task)
-        applied = max(int(row["applied_offset"]), int(row["committed_offset"]))
         return OnlineStatus(
             name=name,
             base_version=int(row["base_version"]),
@@ -296,6 +300,7 @@ class OnlineStore:
             lease_expires_at=_aware(row["expires_at"]) if row["expires_at"] is not None else None,
             alerts=alerts,
             frozen_steps=tuple(row["frozen"] or ()),
+            oldest_pending_at=_aware(oldest) if oldest is not None else None,
         )
 
     def alerts(self, name: str) -> list[Alert]:

@@ -331,9 +331,7 @@ def live_monitor(
         registry_profiles(service),
         interval_s=config.interval_s,
         window_rows=config.window_rows,
-        thresholds=DriftThresholds(
-            psi_warn=config.psi_warn, psi_alert=config.psi_alert, p_value=config.p_value, min_samples=config.min_samples
-        ),
+        thresholds=DriftThresholds.from_settings(config),
         webhook_url=config.webhook_url,
         accuracy_alert_below=config.accuracy_alert_below,
         log=PredictionLog(

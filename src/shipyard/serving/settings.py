@@ -10,6 +10,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from shipyard.errors import InvalidInput
+from shipyard.evaluation.thresholds import DEFAULT_THRESHOLDS
 
 DEFAULT_SOURCE = "serve config"
 """How error messages name settings that were not read from a file."""
@@ -118,10 +119,18 @@ class MonitorSettings(BaseModel):
     enabled: bool = Field(default=True, description="Compute drift and live accuracy in the server.")
     interval_s: float = Field(default=10.0, gt=0.0, description="How often the window's statistics are recomputed.")
     window_rows: int = Field(default=10_000, ge=1, description="Latest logged predictions kept per model version.")
-    psi_warn: float = Field(default=0.1, ge=0.0, description="PSI from which a feature's drift is a warning.")
-    psi_alert: float = Field(default=0.2, ge=0.0, description="PSI from which a feature's drift is an alert.")
-    p_value: float = Field(default=0.05, gt=0.0, lt=1.0, description="Significance level of the KS / chi2 tests.")
-    min_samples: int = Field(default=100, ge=1, description="Fewer live values than this: no verdict.")
+    psi_warn: float = Field(
+        default=DEFAULT_THRESHOLDS.psi_warn, ge=0.0, description="PSI from which a feature's drift is a warning."
+    )
+    psi_alert: float = Field(
+        default=DEFAULT_THRESHOLDS.psi_alert, ge=0.0, description="PSI from which a feature's drift is an alert."
+    )
+    p_value: float = Field(
+        default=DEFAULT_THRESHOLDS.p_value, gt=0.0, lt=1.0, description="Significance level of the KS / chi2 tests."
+    )
+    min_samples: int = Field(
+        default=DEFAULT_THRESHOLDS.min_samples, ge=1, description="Fewer live values than this: no verdict."
+    )
     webhook_url: str | None = Field(default=None, description="POST an alert here when a threshold is crossed.")
     accuracy_alert_below: float | None = Field(
         default=None, description="Alert when live accuracy (classifiers) falls below this."
