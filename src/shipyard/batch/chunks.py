@@ -65,6 +65,7 @@ class ChunkPlan:
     version: int
     scored_at: datetime
     strict: bool = False
+    row_numbers: bool = False
 
     @property
     def types(self) -> dict[str, pa.DataType]:
@@ -75,9 +76,13 @@ class ChunkPlan:
         """``proba_<class>`` for each class, in ``predict_proba`` column order."""
         return [f"{PROBA_PREFIX}{label}" for label in self.classes or ()]
 
+    def leading(self) -> list[str]:
+        """The columns before the scores: ``row`` (without an id column), then the id and kept columns."""
+        return [*([ROW] if self.row_numbers else []), *self.passthrough]
+
     def output_names(self) -> list[str]:
         """The output's column names (single-output models)."""
-        return [*self.passthrough, PREDICTION, *self.proba_names(), MODEL, MODEL_VERSION, SCORED_AT]
+        return [*self.leading(), PREDICTION, *self.proba_names(), MODEL, MODEL_VERSION, SCORED_AT]
 
     def empty_scores(self) -> pa.Table:
         """A zero-row output table, for a chunk whose rows were all rejected or an empty input.
@@ -86,7 +91,8 @@ class ChunkPlan:
         """
         types = self.types
         prediction = pa.array(np.asarray(self.classes)).type if self.classes else pa.float64()
-        fields = [pa.field(name, types[name]) for name in self.passthrough]
+        fields = [pa.field(ROW, pa.int64())] if self.row_numbers else []
+        fields += [pa.field(name, types[name]) for name in self.passthrough]
         fields.append(pa.field(PREDICTION, prediction))
         fields += [pa.field(name, pa.float64()) for name in self.proba_names()]
         fields += [pa.field(MODEL, pa.string()), pa.field(MODEL_VERSION, pa.int64())]
@@ -182,7 +188,7 @@ def score_chunk(
             if len(good):
                 predictions, proba = _prepare_and_predict(model, plan, good, first_row)
 
-    scores = _scores_table(plan, good, predictions, proba) if len(good) else plan.empty_scores()
+    scores = _scores_table(plan, good, predictions, proba, first_row + kept) if len(good) else plan.empty_scores()
     return ChunkResult(index, first_row, rows, scores, _rejects_table(plan, frame, bad, first_row))
 
 
@@ -217,7 +223,8 @@ def score_arrow(model: Model, plan: ChunkPlan, index: int, first_row: int, table
         return None
     if len(predictions) != rows:
         return None
-    scores = _output_table(plan, passthrough, rows, predictions, proba)
+    numbers = np.arange(first_row, first_row + rows, dtype=np.int64)
+    scores = _output_table(plan, passthrough, rows, predictions, proba, numbers)
     return ChunkResult(index, first_row, rows, scores, plan.rejects_schema().empty_table())
 
 
@@ -332,16 +339,25 @@ def _predict(model: Model, plan: ChunkPlan, features: Features) -> tuple[np.ndar
     return predictions, None if proba is None else np.asarray(proba)
 
 
-def _scores_table(plan: ChunkPlan, good: pd.DataFrame, predictions: np.ndarray[Any, Any], proba: Any) -> pa.Table:
+def _scores_table(
+    plan: ChunkPlan, good: pd.DataFrame, predictions: np.ndarray[Any, Any], proba: Any, numbers: np.ndarray[Any, Any]
+) -> pa.Table:
     types = plan.types
     passthrough = {name: pa.array(good[name], type=types[name], from_pandas=True) for name in plan.passthrough}
-    return _output_table(plan, passthrough, len(good), predictions, proba)
+    return _output_table(plan, passthrough, len(good), predictions, proba, numbers)
 
 
 def _output_table(
-    plan: ChunkPlan, passthrough: dict[str, pa.Array], n: int, predictions: np.ndarray[Any, Any], proba: Any
+    plan: ChunkPlan,
+    passthrough: dict[str, pa.Array],
+    n: int,
+    predictions: np.ndarray[Any, Any],
+    proba: Any,
+    numbers: np.ndarray[Any, Any],
 ) -> pa.Table:
-    columns: dict[str, pa.Array] = dict(passthrough)
+    """The output rows; ``numbers`` are their 0-based input row numbers (the ``row`` column without an id)."""
+    columns: dict[str, pa.Array] = {ROW: pa.array(numbers, pa.int64())} if plan.row_numbers else {}
+    columns.update(passthrough)
     if predictions.ndim == 2:
         for i in range(predictions.shape[1]):
             columns[f"{PREDICTION}_{i}"] = pa.array(np.ascontiguousarray(predictions[:, i]))

@@ -24,7 +24,16 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from shipyard.batch import tempfiles
-from shipyard.batch.chunks import MODEL, MODEL_VERSION, PREDICTION, PROBA_PREFIX, SCORED_AT, ChunkPlan, column_types
+from shipyard.batch.chunks import (
+    MODEL,
+    MODEL_VERSION,
+    PREDICTION,
+    PROBA_PREFIX,
+    ROW,
+    SCORED_AT,
+    ChunkPlan,
+    column_types,
+)
 from shipyard.batch.engines import ENGINES, DaskEngine, Engine, EngineName, LocalEngine, ModelPayload, Task
 from shipyard.batch.job import JobSpec
 from shipyard.batch.progress import Reporter
@@ -106,6 +115,7 @@ def score(
     database URL with ``?table=NAME`` (``if_exists``: ``fail``, ``append`` or ``replace``). The output
     has ``id_column`` and the ``keep`` columns, ``prediction``, ``proba_<class>`` per class, ``model``,
     ``model_version`` and ``scored_at`` (``scored_at`` or the job's start, the same for every row).
+    Without ``id_column`` the output starts with ``row``, the 0-based input row number, to join back on.
 
     Rows that do not fit the signature go to ``rejects`` (default ``<output stem>.rejects.parquet``)
     with a ``reason`` and their 0-based ``row`` number, or, with ``strict``, stop the job with nothing
@@ -310,10 +320,13 @@ def _plan(
     features = _features(source, model, id_column, columns)
     classes = tuple(model.classes) if model.has_predict_proba and model.classes is not None else None
     reserved = {PREDICTION, MODEL, MODEL_VERSION, SCORED_AT, *(f"{PROBA_PREFIX}{c}" for c in classes or ())}
+    if id_column is None:
+        reserved.add(ROW)
     clash = [c for c in passthrough if c in reserved]
     if clash:
+        hint = " (without --id-column the output numbers the rows in 'row')" if clash[0] == ROW else ""
         raise InvalidInput(
-            f"the input column {clash[0]!r} has the name of an output column; rename it or leave it out of "
+            f"the input column {clash[0]!r} has the name of an output column{hint}; rename it or leave it out of "
             "the id and kept columns"
         )
     wanted = set(features) | set(passthrough)
@@ -326,6 +339,7 @@ def _plan(
         version=model.version,
         scored_at=_utc(scored_at),
         strict=strict,
+        row_numbers=id_column is None,
     )
 
 

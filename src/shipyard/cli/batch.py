@@ -46,7 +46,13 @@ def score(
         ),
     ],
     id_column: Annotated[
-        str | None, typer.Option("--id-column", metavar="COLUMN", help="Input column that identifies each row.")
+        str | None,
+        typer.Option(
+            "--id-column",
+            metavar="COLUMN",
+            help="Input column that identifies each row, copied first into the output "
+            "(default: a 'row' column, the 0-based input row number).",
+        ),
     ] = None,
     keep: Annotated[
         str | None, typer.Option("--keep", metavar="COL,...", help="More input columns to copy into the output.")
