@@ -41,3 +41,33 @@ def test_output_without_id_column_keeps_the_row_number(registry: Registry, here:
     keyed = cli(registry, "batch", "score", "fraud", "-i", "tx.parquet", "-o", "keyed.parquet", "--id-column", "tx_id")
     assert keyed.exit_code == 0, keyed.output
     assert list(pd.read_parquet("keyed.parquet").columns[:2]) == ["tx_id", "prediction"]
+
+
+def _rows_with_missing_items(rows: int, missing: list[int], seed: int) -> pd.DataFrame:
+    frame = make_rows(rows, seed=seed)
+    items = pd.array(frame["items"], dtype="Int64")
+    items[missing] = pd.NA
+    return frame.assign(items=items)
+
+
+def test_sql_rejects_are_named_after_the_target_and_never_overwritten(registry: Registry, here: Path) -> None:
+    (here / "db").mkdir()
+    _rows_with_missing_items(200, [5], seed=32).to_parquet("first.parquet")
+    _rows_with_missing_items(200, [7, 9], seed=33).to_parquet("second.parquet")
+    out = f"sqlite:///{here / 'db' / 'risk.db'}?table=scores"
+    job = ["batch", "score", "fraud", "-o", out, "--id-column", "tx_id", "--if-exists", "append"]
+
+    first = cli(registry, *job, "-i", "first.parquet")
+    assert first.exit_code == 0, first.output
+    rejects = here / "db" / "risk.scores.rejects.parquet"
+    assert f"-> {rejects}" in " ".join(first.output.split())
+    assert not (here / "scores.rejects.parquet").exists()
+    assert pd.read_parquet(rejects)["row"].tolist() == [5]
+
+    again = cli(registry, *job, "-i", "second.parquet")
+    assert again.exit_code != 0
+    assert "holds an earlier job's rejected rows" in str(again.exception)
+    assert pd.read_parquet(rejects)["row"].tolist() == [5]  # the first job's rejects are still there
+    named = cli(registry, *job, "-i", "second.parquet", "--rejects", "second.rejects.parquet")
+    assert named.exit_code == 0, named.output
+    assert pd.read_parquet("second.rejects.parquet")["row"].tolist() == [7, 9]

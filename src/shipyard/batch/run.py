@@ -117,13 +117,16 @@ def score(
     ``model_version`` and ``scored_at`` (``scored_at`` or the job's start, the same for every row).
     Without ``id_column`` the output starts with ``row``, the 0-based input row number, to join back on.
 
-    Rows that do not fit the signature go to ``rejects`` (default ``<output stem>.rejects.parquet``)
-    with a ``reason`` and their 0-based ``row`` number, or, with ``strict``, stop the job with nothing
-    published. ``resume`` continues an interrupted run of the same job (same model version, input,
-    output and options), skipping its finished chunks. ``engine="dask"`` scores on a new
-    ``LocalCluster`` or the cluster at ``scheduler``; ``workers`` is the number of threads (local) or
-    worker processes (new cluster), by default one per core; a script that starts a cluster this way
-    must call :func:`score` under ``if __name__ == "__main__":``, as the worker processes import it.
+    Rows that do not fit the signature go to ``rejects`` (default ``<output stem>.rejects.parquet``
+    beside a file output; ``<database>.<table>.rejects.parquet`` for a SQL output, beside a SQLite
+    database file, else in the working folder; a SQL job that neither replaces its table nor resumes
+    refuses to overwrite an existing rejects file) with a ``reason`` and their 0-based ``row`` number,
+    or, with ``strict``, stop the job with nothing published. ``resume`` continues an interrupted run of
+    the same job (same model version, input, output and options), skipping its finished chunks.
+    ``engine="dask"`` scores on a new ``LocalCluster`` or the cluster at ``scheduler``; ``workers`` is
+    the number of threads (local) or worker processes (new cluster), by default one per core; a script
+    that starts a cluster this way must call :func:`score` under ``if __name__ == "__main__":``, as the
+    worker processes import it.
     ``progress`` shows a bar on stderr.
     ``columns`` names the feature columns, in training order, for a model trained on an array (default:
     the numeric columns other than ``id_column``).
@@ -165,6 +168,11 @@ def score(
     check_writable(rejects_target, "rejects file")
     if isinstance(target, FileTarget) and rejects_target.path == target.path:
         raise InvalidInput("the rejects file is the output file; give it another name")
+    if isinstance(target, SqlTarget) and if_exists != "replace" and not resume and rejects_target.path.exists():
+        raise InvalidInput(
+            f"the rejects file {rejects_target.path} holds an earlier job's rejected rows; move it away or "
+            "name another one with rejects= (CLI: --rejects PATH)"
+        )
     for written in (target, rejects_target):  # temporary files of runs that were killed (kill -9, OOM)
         if isinstance(written, FileTarget):
             tempfiles.sweep(written.path)

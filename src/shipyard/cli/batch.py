@@ -90,7 +90,11 @@ def score(
     rejects: Annotated[
         str | None,
         typer.Option(
-            "--rejects", metavar="PATH", help="Where rejected rows go (default: <output stem>.rejects.parquet)."
+            "--rejects",
+            metavar="PATH",
+            help="Where rejected rows go (default: <output stem>.rejects.parquet beside a file output; for a SQL "
+            "output <database>.<table>.rejects.parquet beside a SQLite file, else here). A SQL job without "
+            "--if-exists replace or --resume never overwrites an existing rejects file.",
         ),
     ] = None,
     if_exists: Annotated[
