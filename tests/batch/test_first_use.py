@@ -71,3 +71,21 @@ def test_sql_rejects_are_named_after_the_target_and_never_overwritten(registry: 
     named = cli(registry, *job, "-i", "second.parquet", "--rejects", "second.rejects.parquet")
     assert named.exit_code == 0, named.output
     assert pd.read_parquet("second.rejects.parquet")["row"].tolist() == [7, 9]
+
+
+def test_predict_rejects_bad_rows_like_batch_score(registry: Registry, here: Path) -> None:
+    rows = _rows_with_missing_items(250, [4, 200], seed=34)
+    rows.to_parquet("tx.parquet")
+    predicted = cli(registry, "predict", "fraud", "-i", "tx.parquet", "-o", "p.parquet", "--allow-extra")
+    batch = ["batch", "score", "fraud", "-i", "tx.parquet", "-o", "b.parquet", "--keep", ",".join(rows.columns)]
+    scored = cli(registry, *batch, "--allow-extra")
+    assert predicted.exit_code == 0, predicted.output
+    assert scored.exit_code == 0, scored.output
+    assert "Rejected 2 rows that do not fit the model" in predicted.output
+    for name in ("p", "b"):
+        rejects = pd.read_parquet(f"{name}.rejects.parquet")
+        assert rejects["row"].tolist() == [4, 200]
+        assert rejects["reason"].iloc[0].startswith("column 'items': expected int64")
+    same = pd.read_parquet("p.parquet").drop(columns="scored_at")
+    pd.testing.assert_frame_equal(same, pd.read_parquet("b.parquet").drop(columns="scored_at"))
+    assert len(pd.read_parquet("p.parquet")) == 248

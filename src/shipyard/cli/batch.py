@@ -109,6 +109,12 @@ def score(
             "--scored-at", metavar="TIME", help="ISO time for the scored_at column (default: when the job starts)."
         ),
     ] = None,
+    allow_extra: Annotated[
+        bool,
+        typer.Option(
+            "--allow-extra", help="Accepted as in predict: input columns the model does not use are always ignored."
+        ),
+    ] = False,
     trust_type: Annotated[
         list[str] | None,
         typer.Option("--trust-type", metavar="TYPE", help="Extra type the stored model may contain (repeatable)."),
@@ -124,6 +130,8 @@ def score(
     """
     from shipyard.batch import score as run_job
     from shipyard.batch import tempfiles
+
+    del allow_extra  # only the model's columns, the id and the kept ones are read
 
     tempfiles.remove_on_signals()  # SIGTERM: the output's temporary file goes; finished chunks stay for --resume
     stamp = _parse_time(scored_at) if scored_at is not None else None
