@@ -89,3 +89,24 @@ def test_predict_rejects_bad_rows_like_batch_score(registry: Registry, here: Pat
     same = pd.read_parquet("p.parquet").drop(columns="scored_at")
     pd.testing.assert_frame_equal(same, pd.read_parquet("b.parquet").drop(columns="scored_at"))
     assert len(pd.read_parquet("p.parquet")) == 248
+
+
+def test_csv_with_a_few_bad_cells_rejects_only_their_rows(registry: Registry, here: Path) -> None:
+    rows = make_rows(300, seed=35)
+    text = rows.astype({"amount": object})
+    text.loc[0, "amount"] = "oops"  # in the first block: the file's own typing would make the column text
+    text.loc[250, "amount"] = "12,5"
+    text.to_csv("bad.csv", index=False)
+    done = cli(registry, "batch", "score", "fraud", "-i", "bad.csv", "-o", "s.parquet", "--chunk-rows", "100")
+    predicted = cli(registry, "predict", "fraud", "-i", "bad.csv", "-o", "p.csv", "--chunk-rows", "100")
+    assert done.exit_code == 0, done.output
+    assert predicted.exit_code == 0, predicted.output
+    scores = pd.read_parquet("s.parquet")
+    assert len(scores) == 298 and 0 not in set(scores["row"]) and 250 not in set(scores["row"])
+    rejects = pd.read_parquet("s.rejects.parquet")
+    assert rejects["row"].tolist() == [0, 250]
+    assert rejects["amount"].tolist() == ["oops", "12,5"]
+    assert "column 'amount'" in rejects["reason"].iloc[0] and "'oops'" in rejects["reason"].iloc[0]
+    kept = pd.read_csv("p.csv")
+    assert len(kept) == 298 and kept["amount"].dtype == "float64"
+    assert pd.read_parquet("p.rejects.parquet")["row"].tolist() == [0, 250]

@@ -66,11 +66,15 @@ class ChunkPlan:
     scored_at: datetime
     strict: bool = False
     row_numbers: bool = False
+    parsed: tuple[tuple[str, str], ...] = ()
 
     @property
     def types(self) -> dict[str, pa.DataType]:
-        """Arrow type of each column read."""
-        return dict(self.columns)
+        """Arrow type of each column after parsing: a ``parsed`` column has its signature's type."""
+        types = dict(self.columns)
+        for name, dtype in self.parsed:
+            types[name] = parsed_type(dtype)
+        return types
 
     def proba_names(self) -> list[str]:
         """``proba_<class>`` for each class, in ``predict_proba`` column order."""
@@ -100,7 +104,7 @@ class ChunkPlan:
         return pa.schema(fields).empty_table()
 
     def rejects_schema(self) -> pa.Schema:
-        """The rejects table's columns: every column read, then ``reason`` and ``row``."""
+        """The rejects table's columns: every column read (as read: text for ``parsed``), ``reason``, ``row``."""
         return pa.schema([*(pa.field(n, t) for n, t in self.columns), (REASON, pa.string()), (ROW, pa.int64())])
 
 
@@ -145,6 +149,18 @@ def score_chunk(
     >>> result.rejects.select(["reason", "row"]).to_pylist()
     [{'reason': "column 'x': expected int64, got null (row 101)", 'row': 101}]
     """
+    raw: pd.DataFrame | None = None  # the cells as read, for the rejects, when text columns were parsed
+    if isinstance(frame, pa.Table) and plan.parsed:
+        typed = cast_text_columns(frame, plan.parsed)
+        if typed is None:
+            raw = table_to_frame(frame)
+        else:
+            frame = typed
+    elif isinstance(frame, pd.DataFrame) and plan.parsed:
+        raw = frame
+    if raw is not None:
+        raw = raw.reset_index(drop=True)
+        frame = parse_text_columns(raw.copy(), plan.parsed)
     if isinstance(frame, pa.Table):
         fast = score_arrow(model, plan, index, first_row, frame)
         if fast is not None:
@@ -189,7 +205,8 @@ def score_chunk(
                 predictions, proba = _prepare_and_predict(model, plan, good, first_row)
 
     scores = _scores_table(plan, good, predictions, proba, first_row + kept) if len(good) else plan.empty_scores()
-    return ChunkResult(index, first_row, rows, scores, _rejects_table(plan, frame, bad, first_row))
+    rejects = _rejects_table(plan, frame if raw is None else raw, bad, first_row)
+    return ChunkResult(index, first_row, rows, scores, rejects)
 
 
 # ---------------------------------------------------------------------- the Arrow fast path
@@ -343,7 +360,15 @@ def _scores_table(
     plan: ChunkPlan, good: pd.DataFrame, predictions: np.ndarray[Any, Any], proba: Any, numbers: np.ndarray[Any, Any]
 ) -> pa.Table:
     types = plan.types
-    passthrough = {name: pa.array(good[name], type=types[name], from_pandas=True) for name in plan.passthrough}
+    parsed = dict(plan.parsed)
+    passthrough = {
+        name: pa.array(
+            pd.to_numeric(good[name]) if parsed.get(name, "bool") != "bool" else good[name],
+            type=types[name],
+            from_pandas=True,
+        )
+        for name in plan.passthrough
+    }
     return _output_table(plan, passthrough, len(good), predictions, proba, numbers)
 
 
@@ -378,8 +403,13 @@ def _rejects_table(plan: ChunkPlan, frame: pd.DataFrame, bad: dict[int, str], fi
         return schema.empty_table()
     positions = sorted(bad)
     rows = frame.iloc[positions]
-    types = plan.types
-    arrays = [pa.array(rows[name], type=types[name], from_pandas=True) for name, _ in plan.columns]
+    parsed = dict(plan.parsed)
+    arrays = [
+        pa.array(rows[name], type=dtype, from_pandas=True)
+        if name not in parsed
+        else pa.array(rows[name].astype(object), from_pandas=True).cast(pa.string())
+        for name, dtype in plan.columns
+    ]
     arrays.append(pa.array([bad[p] for p in positions], pa.string()))
     arrays.append(pa.array([first_row + p for p in positions], pa.int64()))
     return pa.Table.from_arrays(arrays, schema=schema)
@@ -479,6 +509,66 @@ def _fatal(
     if every_row:
         reason = f"the model failed on every row of rows {first_row}-{first_row + rows - 1}: {reason}"
     return ChunkResult(index, first_row, rows, None, error=reason, error_kind=kind)
+
+
+# ---------------------------------------------------------------------- CSV text columns
+_BOOLEAN_WORDS = {"true": True, "false": False, "1": True, "0": False}
+
+
+def parsed_type(dtype: str) -> pa.DataType:
+    """The Arrow type a text column becomes when parsed for the signature dtype ``dtype`` (numeric or bool)."""
+    return pa.bool_() if dtype == "bool" else pa.from_numpy_dtype(np.dtype(dtype))
+
+
+def cast_text_columns(table: pa.Table, parsed: Sequence[tuple[str, str]]) -> pa.Table | None:
+    """``table`` with its text columns ``parsed`` cast to their types, or ``None`` if a cell does not convert.
+
+    >>> table = pa.table({"x": ["1.5", None], "y": ["a", "b"]})
+    >>> cast_text_columns(table, [("x", "float64")]).column("x").to_pylist()
+    [1.5, None]
+    >>> cast_text_columns(pa.table({"x": ["1.5", "oops"]}), [("x", "float64")]) is None
+    True
+    """
+    for name, dtype in parsed:
+        if name not in table.column_names:
+            continue
+        try:
+            column = pc.cast(table.column(name), parsed_type(dtype))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        table = table.set_column(table.column_names.index(name), name, column)
+    return table
+
+
+def parse_text_columns(frame: pd.DataFrame, parsed: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    """Parse each text column of ``parsed`` cell by cell, keeping the cells that do not convert as text.
+
+    The signature then names exactly the bad cells (column, value and row) and only their rows are
+    rejected.
+
+    >>> frame = parse_text_columns(pd.DataFrame({"x": ["1.5", "oops", None]}), [("x", "float64")])
+    >>> frame["x"].tolist()
+    [1.5, 'oops', nan]
+    """
+    for name, dtype in parsed:
+        if name not in frame.columns:
+            continue
+        column = frame[name]
+        if dtype == "bool":
+            words = column.map(lambda v: _BOOLEAN_WORDS.get(v.strip().lower()) if isinstance(v, str) else None)
+            good = words.notna()
+            parsed_values = words.astype(object)
+        else:
+            parsed_values = pd.to_numeric(column, errors="coerce")
+            good = parsed_values.notna()
+        bad = ~good & column.notna()
+        if not bad.any():
+            frame[name] = parsed_values
+        else:
+            mixed = parsed_values.astype(object)
+            mixed[bad] = column[bad]
+            frame[name] = mixed
+    return frame
 
 
 def column_types(schema: pa.Schema, names: Sequence[str]) -> tuple[tuple[str, pa.DataType], ...]:

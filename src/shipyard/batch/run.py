@@ -188,7 +188,8 @@ def score(
     runner = _engine(engine, scheduler, workers)  # a new cluster starts its workers while the model loads
     try:
         model, payload = load_model(service, info, trusted_types)
-        plan = _plan(model, source, id_column, keep, strict, scored_at or datetime.now(UTC), features)
+        source, parsed = _text_columns(source, model)
+        plan = _plan(model, source, id_column, keep, strict, scored_at or datetime.now(UTC), features, parsed)
     except BaseException:
         runner.close()
         raise
@@ -320,12 +321,13 @@ def _plan(
     strict: bool,
     scored_at: datetime,
     columns: list[str] | None = None,
+    parsed: tuple[tuple[str, str], ...] = (),
 ) -> ChunkPlan:
     """Check the columns a job needs against its input and model; decide what to read and copy."""
     schema = source.schema()
     names = list(schema.names)
     passthrough = list(dict.fromkeys([*([id_column] if id_column else []), *keep]))
-    features = _features(source, model, id_column, columns)
+    features = _features(source, model, id_column, columns, [name for name, _ in parsed])
     classes = tuple(model.classes) if model.has_predict_proba and model.classes is not None else None
     reserved = {PREDICTION, MODEL, MODEL_VERSION, SCORED_AT, *(f"{PROBA_PREFIX}{c}" for c in classes or ())}
     if id_column is None:
@@ -348,6 +350,7 @@ def _plan(
         scored_at=_utc(scored_at),
         strict=strict,
         row_numbers=id_column is None,
+        parsed=parsed,
     )
 
 
@@ -358,7 +361,35 @@ def _check_columns(source: Source, id_column: str | None, keep: list[str]) -> No
             raise InvalidInput(f"{what} {column!r} is not in {source.uri}; its columns are: {', '.join(names)}")
 
 
-def _features(source: Source, model: Model, id_column: str | None, columns: list[str] | None) -> list[str]:
+def _text_columns(source: Source, model: Model) -> tuple[Source, tuple[tuple[str, str], ...]]:
+    """A CSV source with the model's numeric and boolean columns read as text, and those columns' dtypes.
+
+    A CSV has no types: a few bad cells (text in a float column) would make a column unreadable, or
+    fail the job when a later block has them. Read as text and parsed cell by cell in each chunk, the
+    rows whose cells do not convert are rejected with the column and value, and the rest are scored.
+    """
+    from shipyard.data import CsvSource
+
+    signature = model.signature
+    if not isinstance(source, CsvSource) or signature is None or signature.tensor is not None:
+        return source, ()
+    names = set(source.column_names)
+    parsed = tuple(
+        (spec.name, spec.dtype) for spec in signature.inputs if spec.name in names and spec.dtype in _PARSED_DTYPES
+    )
+    if not parsed:
+        return source, ()
+    return source.with_text_columns([name for name, _ in parsed]), parsed
+
+
+_PARSED_DTYPES = frozenset(
+    {"float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool"}
+)
+
+
+def _features(
+    source: Source, model: Model, id_column: str | None, columns: list[str] | None, text_columns: list[str]
+) -> list[str]:
     """The input columns the model takes, in its order, checked against the input's schema.
 
     A model with named inputs takes its signature's columns. A model trained on an array takes
@@ -376,7 +407,7 @@ def _features(source: Source, model: Model, id_column: str | None, columns: list
                 f"{model.info.ref} names its input columns ({', '.join(signature.column_names)}); "
                 "columns= (CLI: --columns) is only for models trained on arrays"
             )
-        return check_schema(source, signature)
+        return check_schema(source, signature, text_columns=text_columns)
     if not columns:
         columns = [f.name for f in source.schema() if f.name != id_column and _numeric(f.type)]
         width = signature.tensor.shape[-1] if len(signature.tensor.shape) == 2 else None
