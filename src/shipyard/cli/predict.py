@@ -9,8 +9,12 @@ temporary file renamed into place), so a failure never leaves a half-written out
 
 from __future__ import annotations
 
+import shutil
+import signal
+import threading
 from pathlib import Path
-from typing import Annotated
+from types import FrameType
+from typing import Annotated, Any
 
 import typer
 
@@ -78,6 +82,7 @@ def predict(
 
     tempfiles.remove_on_signals()
     keep = open_input(input_path).column_names if keep_columns else []
+    cleanup = _StagingCleanup(output_path)
     try:
         result = run_job(
             ref,
@@ -92,14 +97,68 @@ def predict(
             service=get_service(),
         )
     except KeyboardInterrupt:
+        cleanup.run()
         raise ShipyardError("interrupted; nothing was written") from None
     except InvalidInput as exc:
+        cleanup.run()
         if "has the name of an output column" in exc.message and keep_columns:
             raise InvalidInput(f"{exc.message}; or pass --no-keep-columns to write only the scores") from None
         raise
+    except BaseException:
+        cleanup.run()
+        raise
+    finally:
+        cleanup.unhook()
     say(
         f"Scored {result.rows:,} rows with {result.model} in {result.seconds:.2f} s "
         f"({result.rows_per_second:,.0f} rows/s) -> {result.output}"
     )
     if result.rejected:
         say(f"Rejected {result.rejected:,} rows that do not fit the model -> {result.rejects}")
+
+
+class _StagingCleanup:
+    """Removes the batch staging folders this run creates beside the output, on errors and on SIGTERM/SIGHUP.
+
+    ``predict`` has no ``--resume``: finished chunks of an interrupted run are of no use, so nothing
+    of them is left behind (``batch score`` keeps them for ``--resume``).
+    """
+
+    _SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self, output: Path) -> None:
+        self.output = output.absolute()
+        self.before = set(self._folders())
+        self.previous: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return  # handlers can only be set there
+        for number in self._SIGNALS:
+            handler = signal.getsignal(number)
+            if handler is signal.SIG_IGN:
+                continue
+            self.previous[number] = handler
+            signal.signal(number, self._on_signal)
+
+    def _folders(self) -> list[Path]:
+        return list(self.output.parent.glob(f".{self.output.name}.*.parts"))
+
+    def run(self) -> None:
+        """Remove the staging folders that were not there when this run started."""
+        for folder in set(self._folders()) - self.before:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def unhook(self) -> None:
+        """Put the signal handlers back."""
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+        self.previous = {}
+
+    def _on_signal(self, number: int, frame: FrameType | None) -> None:
+        self.run()
+        previous = self.previous.get(number, signal.SIG_DFL)
+        self.unhook()
+        if callable(previous):
+            previous(number, frame)
+            return
+        signal.signal(number, signal.SIG_DFL)
+        signal.raise_signal(number)
