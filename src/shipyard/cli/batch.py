@@ -169,7 +169,8 @@ def score(
         f"({result.rows_per_second:,.0f} rows/s{resumed}) -> {result.output}"
     )
     if result.rejected:
-        say(f"Rejected {result.rejected:,} rows that do not fit the model -> {result.rejects}")
+        rows = "row that does" if result.rejected == 1 else "rows that do"
+        say(f"Rejected {result.rejected:,} {rows} not fit the model -> {result.rejects}")
 
 
 def _parse_time(text: str) -> datetime:

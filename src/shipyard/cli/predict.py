@@ -114,7 +114,8 @@ def predict(
         f"({result.rows_per_second:,.0f} rows/s) -> {result.output}"
     )
     if result.rejected:
-        say(f"Rejected {result.rejected:,} rows that do not fit the model -> {result.rejects}")
+        rows = "row that does" if result.rejected == 1 else "rows that do"
+        say(f"Rejected {result.rejected:,} {rows} not fit the model -> {result.rejects}")
 
 
 class _StagingCleanup:
