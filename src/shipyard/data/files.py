@@ -342,9 +342,7 @@ class CsvSource(_FileSource):
         present = [name for name in names if name in self._schema.names]
         other = copy.copy(self)
         other._overrides = {**self._overrides, **dict.fromkeys(present, pa.string())}
-        other._schema = pa.schema(
-            [pa.field(f.name, pa.string()) if f.name in present else f for f in self._schema]
-        )
+        other._schema = pa.schema([pa.field(f.name, pa.string()) if f.name in present else f for f in self._schema])
         return other
 
     def iter_batches(self, chunk_rows: int, columns: Sequence[str] | None = None) -> Iterator[pd.DataFrame]:
