@@ -125,8 +125,10 @@ def score(
     version and time.
 
     Memory stays bounded whatever the input size. Rows that do not fit the model's signature go to a
-    rejects file with the reason (or stop the job with --strict). The output appears only when every
-    row is scored; after an interruption, run the same command with --resume.
+    rejects file with the reason (or stop the job with --strict); CSV cells are converted to the
+    model's types one by one, so a row with a cell that does not convert is rejected, not the file.
+    The output appears only when every row is scored; after an interruption, run the same command
+    with --resume.
     """
     from shipyard.batch import score as run_job
     from shipyard.batch import tempfiles
