@@ -386,10 +386,12 @@ def test_predict_csv_and_parquet(home: Path, template: Files) -> None:
         assert np.array_equal(frame["prediction"].to_numpy(), expected)
         assert np.allclose(frame[["proba_0", "proba_1"]].to_numpy(), expected_proba)
     kept = pd.read_parquet(out / "b.parquet")
-    assert list(kept.columns) == ["amount", "count", "channel", "flag", "prediction", "proba_0", "proba_1"]
+    stamp = ["model", "model_version", "scored_at"]  # predict is the batch engine's front end
+    features = ["amount", "count", "channel", "flag"]
+    assert list(kept.columns) == ["row", *features, "prediction", "proba_0", "proba_1", *stamp]
     assert np.allclose(kept["amount"], template.X_score["amount"])
     assert kept["flag"].dtype == bool
-    assert list(pd.read_csv(out / "c.csv").columns) == ["prediction", "proba_0", "proba_1"]
+    assert list(pd.read_csv(out / "c.csv").columns) == ["row", "prediction", "proba_0", "proba_1", *stamp]
     assert sorted(p.name for p in out.iterdir()) == ["a.csv", "b.parquet", "c.csv"]
 
 
@@ -411,7 +413,7 @@ def test_errors_are_one_line_with_exit_1(home: Path, template: Files) -> None:
         ["models", "show", "../x"],
         ["alias", "set", "toy", "production", "9"],
         ["models", "register", str(template.pkl), "--name", "pickled", "--example", str(template.train_csv)],
-        ["predict", "toy", "--input", str(bad), "--output", str(out), "--chunk-rows", "10"],
+        ["predict", "toy", "--input", str(bad), "--output", str(out), "--chunk-rows", "10", "--strict"],
         ["predict", "toy", "--input", str(home.parent / "missing.csv"), "--output", str(out)],
         [sys.executable, "-c", boom],
     )

@@ -65,19 +65,28 @@ class ChunkPlan:
     version: int
     scored_at: datetime
     strict: bool = False
+    row_numbers: bool = False
+    parsed: tuple[tuple[str, str], ...] = ()
 
     @property
     def types(self) -> dict[str, pa.DataType]:
-        """Arrow type of each column read."""
-        return dict(self.columns)
+        """Arrow type of each column after parsing: a ``parsed`` column has its signature's type."""
+        types = dict(self.columns)
+        for name, dtype in self.parsed:
+            types[name] = parsed_type(dtype)
+        return types
 
     def proba_names(self) -> list[str]:
         """``proba_<class>`` for each class, in ``predict_proba`` column order."""
         return [f"{PROBA_PREFIX}{label}" for label in self.classes or ()]
 
+    def leading(self) -> list[str]:
+        """The columns before the scores: ``row`` (without an id column), then the id and kept columns."""
+        return [*([ROW] if self.row_numbers else []), *self.passthrough]
+
     def output_names(self) -> list[str]:
         """The output's column names (single-output models)."""
-        return [*self.passthrough, PREDICTION, *self.proba_names(), MODEL, MODEL_VERSION, SCORED_AT]
+        return [*self.leading(), PREDICTION, *self.proba_names(), MODEL, MODEL_VERSION, SCORED_AT]
 
     def empty_scores(self) -> pa.Table:
         """A zero-row output table, for a chunk whose rows were all rejected or an empty input.
@@ -86,7 +95,8 @@ class ChunkPlan:
         """
         types = self.types
         prediction = pa.array(np.asarray(self.classes)).type if self.classes else pa.float64()
-        fields = [pa.field(name, types[name]) for name in self.passthrough]
+        fields = [pa.field(ROW, pa.int64())] if self.row_numbers else []
+        fields += [pa.field(name, types[name]) for name in self.passthrough]
         fields.append(pa.field(PREDICTION, prediction))
         fields += [pa.field(name, pa.float64()) for name in self.proba_names()]
         fields += [pa.field(MODEL, pa.string()), pa.field(MODEL_VERSION, pa.int64())]
@@ -94,7 +104,7 @@ class ChunkPlan:
         return pa.schema(fields).empty_table()
 
     def rejects_schema(self) -> pa.Schema:
-        """The rejects table's columns: every column read, then ``reason`` and ``row``."""
+        """The rejects table's columns: every column read (as read: text for ``parsed``), ``reason``, ``row``."""
         return pa.schema([*(pa.field(n, t) for n, t in self.columns), (REASON, pa.string()), (ROW, pa.int64())])
 
 
@@ -139,6 +149,18 @@ def score_chunk(
     >>> result.rejects.select(["reason", "row"]).to_pylist()
     [{'reason': "column 'x': expected int64, got null (row 101)", 'row': 101}]
     """
+    raw: pd.DataFrame | None = None  # the cells as read, for the rejects, when text columns were parsed
+    if isinstance(frame, pa.Table) and plan.parsed:
+        typed = cast_text_columns(frame, plan.parsed)
+        if typed is None:
+            raw = table_to_frame(frame)
+        else:
+            frame = typed
+    elif isinstance(frame, pd.DataFrame) and plan.parsed:
+        raw = frame
+    if raw is not None:
+        raw = raw.reset_index(drop=True)
+        frame = parse_text_columns(raw.copy(), plan.parsed)
     if isinstance(frame, pa.Table):
         fast = score_arrow(model, plan, index, first_row, frame)
         if fast is not None:
@@ -182,8 +204,9 @@ def score_chunk(
             if len(good):
                 predictions, proba = _prepare_and_predict(model, plan, good, first_row)
 
-    scores = _scores_table(plan, good, predictions, proba) if len(good) else plan.empty_scores()
-    return ChunkResult(index, first_row, rows, scores, _rejects_table(plan, frame, bad, first_row))
+    scores = _scores_table(plan, good, predictions, proba, first_row + kept) if len(good) else plan.empty_scores()
+    rejects = _rejects_table(plan, frame if raw is None else raw, bad, first_row)
+    return ChunkResult(index, first_row, rows, scores, rejects)
 
 
 # ---------------------------------------------------------------------- the Arrow fast path
@@ -217,7 +240,8 @@ def score_arrow(model: Model, plan: ChunkPlan, index: int, first_row: int, table
         return None
     if len(predictions) != rows:
         return None
-    scores = _output_table(plan, passthrough, rows, predictions, proba)
+    numbers = np.arange(first_row, first_row + rows, dtype=np.int64)
+    scores = _output_table(plan, passthrough, rows, predictions, proba, numbers)
     return ChunkResult(index, first_row, rows, scores, plan.rejects_schema().empty_table())
 
 
@@ -332,16 +356,33 @@ def _predict(model: Model, plan: ChunkPlan, features: Features) -> tuple[np.ndar
     return predictions, None if proba is None else np.asarray(proba)
 
 
-def _scores_table(plan: ChunkPlan, good: pd.DataFrame, predictions: np.ndarray[Any, Any], proba: Any) -> pa.Table:
+def _scores_table(
+    plan: ChunkPlan, good: pd.DataFrame, predictions: np.ndarray[Any, Any], proba: Any, numbers: np.ndarray[Any, Any]
+) -> pa.Table:
     types = plan.types
-    passthrough = {name: pa.array(good[name], type=types[name], from_pandas=True) for name in plan.passthrough}
-    return _output_table(plan, passthrough, len(good), predictions, proba)
+    parsed = dict(plan.parsed)
+    passthrough = {
+        name: pa.array(
+            pd.to_numeric(good[name]) if parsed.get(name, "bool") != "bool" else good[name],
+            type=types[name],
+            from_pandas=True,
+        )
+        for name in plan.passthrough
+    }
+    return _output_table(plan, passthrough, len(good), predictions, proba, numbers)
 
 
 def _output_table(
-    plan: ChunkPlan, passthrough: dict[str, pa.Array], n: int, predictions: np.ndarray[Any, Any], proba: Any
+    plan: ChunkPlan,
+    passthrough: dict[str, pa.Array],
+    n: int,
+    predictions: np.ndarray[Any, Any],
+    proba: Any,
+    numbers: np.ndarray[Any, Any],
 ) -> pa.Table:
-    columns: dict[str, pa.Array] = dict(passthrough)
+    """The output rows; ``numbers`` are their 0-based input row numbers (the ``row`` column without an id)."""
+    columns: dict[str, pa.Array] = {ROW: pa.array(numbers, pa.int64())} if plan.row_numbers else {}
+    columns.update(passthrough)
     if predictions.ndim == 2:
         for i in range(predictions.shape[1]):
             columns[f"{PREDICTION}_{i}"] = pa.array(np.ascontiguousarray(predictions[:, i]))
@@ -362,8 +403,13 @@ def _rejects_table(plan: ChunkPlan, frame: pd.DataFrame, bad: dict[int, str], fi
         return schema.empty_table()
     positions = sorted(bad)
     rows = frame.iloc[positions]
-    types = plan.types
-    arrays = [pa.array(rows[name], type=types[name], from_pandas=True) for name, _ in plan.columns]
+    parsed = dict(plan.parsed)
+    arrays = [
+        pa.array(rows[name], type=dtype, from_pandas=True)
+        if name not in parsed
+        else pa.array(rows[name].astype(object), from_pandas=True).cast(pa.string())
+        for name, dtype in plan.columns
+    ]
     arrays.append(pa.array([bad[p] for p in positions], pa.string()))
     arrays.append(pa.array([first_row + p for p in positions], pa.int64()))
     return pa.Table.from_arrays(arrays, schema=schema)
@@ -463,6 +509,66 @@ def _fatal(
     if every_row:
         reason = f"the model failed on every row of rows {first_row}-{first_row + rows - 1}: {reason}"
     return ChunkResult(index, first_row, rows, None, error=reason, error_kind=kind)
+
+
+# ---------------------------------------------------------------------- CSV text columns
+_BOOLEAN_WORDS = {"true": True, "false": False, "1": True, "0": False}
+
+
+def parsed_type(dtype: str) -> pa.DataType:
+    """The Arrow type a text column becomes when parsed for the signature dtype ``dtype`` (numeric or bool)."""
+    return pa.bool_() if dtype == "bool" else pa.from_numpy_dtype(np.dtype(dtype))
+
+
+def cast_text_columns(table: pa.Table, parsed: Sequence[tuple[str, str]]) -> pa.Table | None:
+    """``table`` with its text columns ``parsed`` cast to their types, or ``None`` if a cell does not convert.
+
+    >>> table = pa.table({"x": ["1.5", None], "y": ["a", "b"]})
+    >>> cast_text_columns(table, [("x", "float64")]).column("x").to_pylist()
+    [1.5, None]
+    >>> cast_text_columns(pa.table({"x": ["1.5", "oops"]}), [("x", "float64")]) is None
+    True
+    """
+    for name, dtype in parsed:
+        if name not in table.column_names:
+            continue
+        try:
+            column = pc.cast(table.column(name), parsed_type(dtype))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        table = table.set_column(table.column_names.index(name), name, column)
+    return table
+
+
+def parse_text_columns(frame: pd.DataFrame, parsed: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    """Parse each text column of ``parsed`` cell by cell, keeping the cells that do not convert as text.
+
+    The signature then names exactly the bad cells (column, value and row) and only their rows are
+    rejected.
+
+    >>> frame = parse_text_columns(pd.DataFrame({"x": ["1.5", "oops", None]}), [("x", "float64")])
+    >>> frame["x"].tolist()
+    [1.5, 'oops', nan]
+    """
+    for name, dtype in parsed:
+        if name not in frame.columns:
+            continue
+        column = frame[name]
+        if dtype == "bool":
+            words = column.map(lambda v: _BOOLEAN_WORDS.get(v.strip().lower()) if isinstance(v, str) else None)
+            good = words.notna()
+            parsed_values = words.astype(object)
+        else:
+            parsed_values = pd.to_numeric(column, errors="coerce")
+            good = parsed_values.notna()
+        bad = ~good & column.notna()
+        if not bad.any():
+            frame[name] = parsed_values
+        else:
+            mixed = parsed_values.astype(object)
+            mixed[bad] = column[bad]
+            frame[name] = mixed
+    return frame
 
 
 def column_types(schema: pa.Schema, names: Sequence[str]) -> tuple[tuple[str, pa.DataType], ...]:

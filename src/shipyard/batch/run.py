@@ -24,7 +24,16 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from shipyard.batch import tempfiles
-from shipyard.batch.chunks import MODEL, MODEL_VERSION, PREDICTION, PROBA_PREFIX, SCORED_AT, ChunkPlan, column_types
+from shipyard.batch.chunks import (
+    MODEL,
+    MODEL_VERSION,
+    PREDICTION,
+    PROBA_PREFIX,
+    ROW,
+    SCORED_AT,
+    ChunkPlan,
+    column_types,
+)
 from shipyard.batch.engines import ENGINES, DaskEngine, Engine, EngineName, LocalEngine, ModelPayload, Task
 from shipyard.batch.job import JobSpec
 from shipyard.batch.progress import Reporter
@@ -106,14 +115,18 @@ def score(
     database URL with ``?table=NAME`` (``if_exists``: ``fail``, ``append`` or ``replace``). The output
     has ``id_column`` and the ``keep`` columns, ``prediction``, ``proba_<class>`` per class, ``model``,
     ``model_version`` and ``scored_at`` (``scored_at`` or the job's start, the same for every row).
+    Without ``id_column`` the output starts with ``row``, the 0-based input row number, to join back on.
 
-    Rows that do not fit the signature go to ``rejects`` (default ``<output stem>.rejects.parquet``)
-    with a ``reason`` and their 0-based ``row`` number, or, with ``strict``, stop the job with nothing
-    published. ``resume`` continues an interrupted run of the same job (same model version, input,
-    output and options), skipping its finished chunks. ``engine="dask"`` scores on a new
-    ``LocalCluster`` or the cluster at ``scheduler``; ``workers`` is the number of threads (local) or
-    worker processes (new cluster), by default one per core; a script that starts a cluster this way
-    must call :func:`score` under ``if __name__ == "__main__":``, as the worker processes import it.
+    Rows that do not fit the signature go to ``rejects`` (default ``<output stem>.rejects.parquet``
+    beside a file output; ``<database>.<table>.rejects.parquet`` for a SQL output, beside a SQLite
+    database file, else in the working folder; a SQL job that neither replaces its table nor resumes
+    refuses to overwrite an existing rejects file) with a ``reason`` and their 0-based ``row`` number,
+    or, with ``strict``, stop the job with nothing published. ``resume`` continues an interrupted run of
+    the same job (same model version, input, output and options), skipping its finished chunks.
+    ``engine="dask"`` scores on a new ``LocalCluster`` or the cluster at ``scheduler``; ``workers`` is
+    the number of threads (local) or worker processes (new cluster), by default one per core; a script
+    that starts a cluster this way must call :func:`score` under ``if __name__ == "__main__":``, as the
+    worker processes import it.
     ``progress`` shows a bar on stderr.
     ``columns`` names the feature columns, in training order, for a model trained on an array (default:
     the numeric columns other than ``id_column``).
@@ -155,6 +168,11 @@ def score(
     check_writable(rejects_target, "rejects file")
     if isinstance(target, FileTarget) and rejects_target.path == target.path:
         raise InvalidInput("the rejects file is the output file; give it another name")
+    if isinstance(target, SqlTarget) and if_exists != "replace" and not resume and rejects_target.path.exists():
+        raise InvalidInput(
+            f"the rejects file {rejects_target.path} holds an earlier job's rejected rows; move it away or "
+            "name another one with rejects= (CLI: --rejects PATH)"
+        )
     for written in (target, rejects_target):  # temporary files of runs that were killed (kill -9, OOM)
         if isinstance(written, FileTarget):
             tempfiles.sweep(written.path)
@@ -170,7 +188,8 @@ def score(
     runner = _engine(engine, scheduler, workers)  # a new cluster starts its workers while the model loads
     try:
         model, payload = load_model(service, info, trusted_types)
-        plan = _plan(model, source, id_column, keep, strict, scored_at or datetime.now(UTC), features)
+        source, parsed = _text_columns(source, model)
+        plan = _plan(model, source, id_column, keep, strict, scored_at or datetime.now(UTC), features, parsed)
     except BaseException:
         runner.close()
         raise
@@ -302,18 +321,22 @@ def _plan(
     strict: bool,
     scored_at: datetime,
     columns: list[str] | None = None,
+    parsed: tuple[tuple[str, str], ...] = (),
 ) -> ChunkPlan:
     """Check the columns a job needs against its input and model; decide what to read and copy."""
     schema = source.schema()
     names = list(schema.names)
     passthrough = list(dict.fromkeys([*([id_column] if id_column else []), *keep]))
-    features = _features(source, model, id_column, columns)
+    features = _features(source, model, id_column, columns, [name for name, _ in parsed])
     classes = tuple(model.classes) if model.has_predict_proba and model.classes is not None else None
     reserved = {PREDICTION, MODEL, MODEL_VERSION, SCORED_AT, *(f"{PROBA_PREFIX}{c}" for c in classes or ())}
+    if id_column is None:
+        reserved.add(ROW)
     clash = [c for c in passthrough if c in reserved]
     if clash:
+        hint = " (without --id-column the output numbers the rows in 'row')" if clash[0] == ROW else ""
         raise InvalidInput(
-            f"the input column {clash[0]!r} has the name of an output column; rename it or leave it out of "
+            f"the input column {clash[0]!r} has the name of an output column{hint}; rename it or leave it out of "
             "the id and kept columns"
         )
     wanted = set(features) | set(passthrough)
@@ -326,6 +349,8 @@ def _plan(
         version=model.version,
         scored_at=_utc(scored_at),
         strict=strict,
+        row_numbers=id_column is None,
+        parsed=parsed,
     )
 
 
@@ -336,7 +361,35 @@ def _check_columns(source: Source, id_column: str | None, keep: list[str]) -> No
             raise InvalidInput(f"{what} {column!r} is not in {source.uri}; its columns are: {', '.join(names)}")
 
 
-def _features(source: Source, model: Model, id_column: str | None, columns: list[str] | None) -> list[str]:
+def _text_columns(source: Source, model: Model) -> tuple[Source, tuple[tuple[str, str], ...]]:
+    """A CSV source with the model's numeric and boolean columns read as text, and those columns' dtypes.
+
+    A CSV has no types: a few bad cells (text in a float column) would make a column unreadable, or
+    fail the job when a later block has them. Read as text and parsed cell by cell in each chunk, the
+    rows whose cells do not convert are rejected with the column and value, and the rest are scored.
+    """
+    from shipyard.data import CsvSource
+
+    signature = model.signature
+    if not isinstance(source, CsvSource) or signature is None or signature.tensor is not None:
+        return source, ()
+    names = set(source.column_names)
+    parsed = tuple(
+        (spec.name, spec.dtype) for spec in signature.inputs if spec.name in names and spec.dtype in _PARSED_DTYPES
+    )
+    if not parsed:
+        return source, ()
+    return source.with_text_columns([name for name, _ in parsed]), parsed
+
+
+_PARSED_DTYPES = frozenset(
+    {"float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool"}
+)
+
+
+def _features(
+    source: Source, model: Model, id_column: str | None, columns: list[str] | None, text_columns: list[str]
+) -> list[str]:
     """The input columns the model takes, in its order, checked against the input's schema.
 
     A model with named inputs takes its signature's columns. A model trained on an array takes
@@ -354,7 +407,7 @@ def _features(source: Source, model: Model, id_column: str | None, columns: list
                 f"{model.info.ref} names its input columns ({', '.join(signature.column_names)}); "
                 "columns= (CLI: --columns) is only for models trained on arrays"
             )
-        return check_schema(source, signature)
+        return check_schema(source, signature, text_columns=text_columns)
     if not columns:
         columns = [f.name for f in source.schema() if f.name != id_column and _numeric(f.type)]
         width = signature.tensor.shape[-1] if len(signature.tensor.shape) == 2 else None

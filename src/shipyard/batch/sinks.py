@@ -32,8 +32,11 @@ recorded, and a resumed job never writes it twice. ``if_exists``:
 * ``append`` inserts straight into the target (created if missing), one committed chunk at a time.
   Without ``--resume``, a rerun of the same job appends every row again.
 
-Rejected rows always go to a file (default ``<output stem>.rejects.parquet`` beside a file output,
-``<table>.rejects.parquet`` in the working folder for a SQL output), published like the output.
+Rejected rows always go to a file (default ``<output stem>.rejects.parquet`` beside a file output;
+for a SQL output ``<database>.<table>.rejects.parquet``, beside the database file for SQLite, else in
+the working folder), published like the output. A SQL job refuses to start when its rejects file
+exists, unless it replaces the table (``if_exists="replace"``) or resumes: the file holds an earlier
+job's rejected rows.
 """
 
 from __future__ import annotations
@@ -169,14 +172,28 @@ def _sql_target(text: str, what: str) -> SqlTarget:
 
 
 def default_rejects(target: Target) -> FileTarget:
-    """``<stem>.rejects.parquet`` beside a file output; ``<table>.rejects.parquet`` here for a SQL output.
+    """``<stem>.rejects.parquet`` beside a file output; ``<database>.<table>.rejects.parquet`` for a SQL output.
+
+    The SQL one is beside the database file for SQLite, else in the working folder.
 
     >>> default_rejects(FileTarget(Path("/data/scores.csv"), "csv")).path
     PosixPath('/data/scores.rejects.parquet')
+    >>> default_rejects(parse_output("sqlite:////data/risk.db?table=scores")).path
+    PosixPath('/data/risk.scores.rejects.parquet')
+    >>> default_rejects(parse_output("postgresql://u:pw@db/risk?table=scores")).path.name
+    'risk.scores.rejects.parquet'
     """
     if isinstance(target, FileTarget):
         return FileTarget(target.path.with_name(f"{target.path.stem}.rejects.parquet"), "parquet")
-    return FileTarget(Path(f"{target.table}.rejects.parquet").absolute(), "parquet")
+    from sqlalchemy.engine import make_url
+
+    url = make_url(target.url)
+    database = url.database or ""
+    if url.get_backend_name() == "sqlite" and database and database != ":memory:" and not database.startswith("file:"):
+        db = Path(database).expanduser()
+        return FileTarget((db.parent / f"{db.stem}.{target.table}.rejects.parquet").absolute(), "parquet")
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(database).name or url.get_backend_name())
+    return FileTarget(Path(f"{name}.{target.table}.rejects.parquet").absolute(), "parquet")
 
 
 # ---------------------------------------------------------------------- staging folder

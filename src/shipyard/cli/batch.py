@@ -46,7 +46,13 @@ def score(
         ),
     ],
     id_column: Annotated[
-        str | None, typer.Option("--id-column", metavar="COLUMN", help="Input column that identifies each row.")
+        str | None,
+        typer.Option(
+            "--id-column",
+            metavar="COLUMN",
+            help="Input column that identifies each row, copied first into the output "
+            "(default: a 'row' column, the 0-based input row number).",
+        ),
     ] = None,
     keep: Annotated[
         str | None, typer.Option("--keep", metavar="COL,...", help="More input columns to copy into the output.")
@@ -84,7 +90,11 @@ def score(
     rejects: Annotated[
         str | None,
         typer.Option(
-            "--rejects", metavar="PATH", help="Where rejected rows go (default: <output stem>.rejects.parquet)."
+            "--rejects",
+            metavar="PATH",
+            help="Where rejected rows go (default: <output stem>.rejects.parquet beside a file output; for a SQL "
+            "output <database>.<table>.rejects.parquet beside a SQLite file, else here). A SQL job without "
+            "--if-exists replace or --resume never overwrites an existing rejects file.",
         ),
     ] = None,
     if_exists: Annotated[
@@ -99,6 +109,12 @@ def score(
             "--scored-at", metavar="TIME", help="ISO time for the scored_at column (default: when the job starts)."
         ),
     ] = None,
+    allow_extra: Annotated[
+        bool,
+        typer.Option(
+            "--allow-extra", help="Accepted as in predict: input columns the model does not use are always ignored."
+        ),
+    ] = False,
     trust_type: Annotated[
         list[str] | None,
         typer.Option("--trust-type", metavar="TYPE", help="Extra type the stored model may contain (repeatable)."),
@@ -109,11 +125,15 @@ def score(
     version and time.
 
     Memory stays bounded whatever the input size. Rows that do not fit the model's signature go to a
-    rejects file with the reason (or stop the job with --strict). The output appears only when every
-    row is scored; after an interruption, run the same command with --resume.
+    rejects file with the reason (or stop the job with --strict); CSV cells are converted to the
+    model's types one by one, so a row with a cell that does not convert is rejected, not the file.
+    The output appears only when every row is scored; after an interruption, run the same command
+    with --resume.
     """
     from shipyard.batch import score as run_job
     from shipyard.batch import tempfiles
+
+    del allow_extra  # only the model's columns, the id and the kept ones are read
 
     tempfiles.remove_on_signals()  # SIGTERM: the output's temporary file goes; finished chunks stay for --resume
     stamp = _parse_time(scored_at) if scored_at is not None else None
@@ -151,7 +171,8 @@ def score(
         f"({result.rows_per_second:,.0f} rows/s{resumed}) -> {result.output}"
     )
     if result.rejected:
-        say(f"Rejected {result.rejected:,} rows that do not fit the model -> {result.rejects}")
+        rows = "row that does" if result.rejected == 1 else "rows that do"
+        say(f"Rejected {result.rejected:,} {rows} not fit the model -> {result.rejects}")
 
 
 def _parse_time(text: str) -> datetime:

@@ -8,6 +8,7 @@ so the chunks depend only on the files and ``chunk_rows``.
 
 from __future__ import annotations
 
+import copy
 import glob
 import hashlib
 import os
@@ -332,6 +333,17 @@ class CsvSource(_FileSource):
     def schema(self) -> pa.Schema:
         """The columns and types inferred from the first block of the first file."""
         return self._schema
+
+    def with_text_columns(self, names: Sequence[str]) -> CsvSource:
+        """The same files, with the columns ``names`` (those it has) read as text, whatever their values.
+
+        For callers that convert cell by cell, so that a few bad cells do not make a column unreadable.
+        """
+        present = [name for name in names if name in self._schema.names]
+        other = copy.copy(self)
+        other._overrides = {**self._overrides, **dict.fromkeys(present, pa.string())}
+        other._schema = pa.schema([pa.field(f.name, pa.string()) if f.name in present else f for f in self._schema])
+        return other
 
     def iter_batches(self, chunk_rows: int, columns: Sequence[str] | None = None) -> Iterator[pd.DataFrame]:
         """Chunks of exactly ``chunk_rows`` rows across blocks and files, converting only ``columns``."""

@@ -9,7 +9,7 @@ column meant as int may hold 1.5).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +29,7 @@ def check_schema(
     *,
     allow_extra: bool = True,
     columns: Sequence[str] | None = None,
+    text_columns: Collection[str] = (),
 ) -> list[str]:
     """Raise :class:`~shipyard.errors.SchemaError` unless ``source`` can feed a model with ``signature``.
 
@@ -36,7 +37,8 @@ def check_schema(
     are its columns; every missing column and every column whose type cannot become the expected one
     (a ``string`` column where ``float64`` is expected) is named in one message. Ints where floats
     are expected, nullable ints, and floats where ints are expected (checked value by value when
-    scoring) are fine. Extra columns are dropped unless ``allow_extra`` is false.
+    scoring) are fine. Extra columns are dropped unless ``allow_extra`` is false. ``text_columns`` are
+    read as text and converted cell by cell by the caller (CSV): their type is not checked here.
 
     A tensor signature (a model trained on an array) has no column names: the source must have
     exactly as many numeric columns as the model takes, or ``columns`` names the feature columns.
@@ -70,7 +72,7 @@ def check_schema(
             f"missing column{plural} {', '.join(repr(m) for m in missing)} ({source.uri} has: {', '.join(types)})"
         )
     for spec in signature.inputs:
-        if spec.name in types and not _convertible(types[spec.name], spec.dtype):
+        if spec.name in types and spec.name not in text_columns and not _convertible(types[spec.name], spec.dtype):
             problems.append(
                 f"column {spec.name!r} is {type_name(types[spec.name])} in {source.uri}, "
                 f"the model expects {spec.dtype}"
