@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from shipyard.cli.common import get_service
+from shipyard.cli.options import AllowExtraFlag, StrictFlag, TrustTypeOption
 from shipyard.cli.output import err_console, say
 from shipyard.errors import InvalidInput, ShipyardError
 
@@ -84,9 +85,7 @@ def score(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted run of the same job, skipping finished chunks.")
     ] = False,
-    strict: Annotated[
-        bool, typer.Option("--strict", help="Stop at the first row that does not fit the model (nothing is written).")
-    ] = False,
+    strict: StrictFlag = False,
     rejects: Annotated[
         str | None,
         typer.Option(
@@ -109,16 +108,8 @@ def score(
             "--scored-at", metavar="TIME", help="ISO time for the scored_at column (default: when the job starts)."
         ),
     ] = None,
-    allow_extra: Annotated[
-        bool,
-        typer.Option(
-            "--allow-extra", help="Accepted as in predict: input columns the model does not use are always ignored."
-        ),
-    ] = False,
-    trust_type: Annotated[
-        list[str] | None,
-        typer.Option("--trust-type", metavar="TYPE", help="Extra type the stored model may contain (repeatable)."),
-    ] = None,
+    allow_extra: AllowExtraFlag = False,
+    trust_type: TrustTypeOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Score DATA with a registered model into OUT: ids and kept columns, prediction, probabilities, model,

@@ -20,6 +20,7 @@ import typer
 
 from shipyard.cli.common import get_service
 from shipyard.cli.files import check_readable, table_format
+from shipyard.cli.options import AllowExtraFlag, StrictFlag, TrustTypeOption
 from shipyard.cli.output import err_console, say
 from shipyard.errors import InvalidInput, ShipyardError
 
@@ -40,12 +41,7 @@ def predict(
     chunk_rows: Annotated[
         int, typer.Option("--chunk-rows", min=1, metavar="ROWS", help="Rows read, checked and scored at a time.")
     ] = 50_000,
-    allow_extra: Annotated[
-        bool,
-        typer.Option(
-            "--allow-extra", help="Accepted for scripts: input columns the model does not use are always ignored."
-        ),
-    ] = False,
+    allow_extra: AllowExtraFlag = False,
     keep_columns: Annotated[
         bool, typer.Option("--keep-columns/--no-keep-columns", help="Copy the input columns into the output.")
     ] = True,
@@ -55,17 +51,8 @@ def predict(
             "--rejects", metavar="PATH", help="Where rejected rows go (default: <output stem>.rejects.parquet)."
         ),
     ] = None,
-    strict: Annotated[
-        bool, typer.Option("--strict", help="Stop at the first row that does not fit the model (nothing is written).")
-    ] = False,
-    trust_type: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--trust-type",
-            metavar="TYPE",
-            help="Extra type the stored model may contain, e.g. mylib.Scaler (repeatable).",
-        ),
-    ] = None,
+    strict: StrictFlag = False,
+    trust_type: TrustTypeOption = None,
 ) -> None:
     """Score a CSV or Parquet file with a registered model (the batch engine, one file).
 
