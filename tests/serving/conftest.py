@@ -47,6 +47,21 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
+        """Return once /readyz answers 200; fail with the server's log if it exits or times out first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if self.client.get("/readyz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"server not ready after {timeout} s:\n{self.log()}")
+            time.sleep(0.1)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         self.client.close()
         if self.process.poll() is None:
@@ -79,18 +94,7 @@ def start_server(home: Path, tmp_path: Path) -> Iterator[Callable[..., Server]]:
         server = Server(process, f"http://127.0.0.1:{port}", log_path)
         started.append(server)
         if wait_ready:
-            deadline = time.monotonic() + START_TIMEOUT
-            while True:
-                if process.poll() is not None:
-                    raise AssertionError(f"server exited with {process.returncode}:\n{server.log()}")
-                try:
-                    if server.client.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"server not ready after {START_TIMEOUT} s:\n{server.log()}")
-                time.sleep(0.1)
+            server.wait_ready()
         return server
 
     yield start

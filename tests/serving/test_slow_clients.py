@@ -16,11 +16,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
-from tests.serving.conftest import SHIPYARD, START_TIMEOUT, Server, free_port
+from tests.serving.conftest import SHIPYARD, Server, free_port
 
 import shipyard
 
@@ -59,19 +58,12 @@ def launch(home: Path, folder: Path, *args: str) -> Server:
             env={**os.environ, "SHIPYARD_HOME": str(home), "SHIPYARD_USER": "tester"},
         )
     server = Server(process, f"http://127.0.0.1:{port}", log_path)
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode}:\n{server.log()}")
-        try:
-            if server.client.get("/readyz").status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            server.stop(signal.SIGKILL)
-            raise AssertionError(f"server not ready after {START_TIMEOUT} s:\n{server.log()}")
-        time.sleep(0.1)
+    try:
+        server.wait_ready()
+    except AssertionError:
+        server.stop(signal.SIGKILL)
+        raise
+    return server
 
 
 @pytest.fixture(scope="module")
